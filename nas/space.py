@@ -226,7 +226,9 @@ class SearchSpace:
         """Return the default space for images of ``resolution`` pixels and ``in_channels``.
 
         Four stages of widths 16, 24, 32, 48 with strides 1, 2, 2, 2; SE and hard-swish in
-        the deeper stages, as in MobileNetV3. Sized for small images (8 to 64 pixels).
+        the deeper stages, as in MobileNetV3. Sized for small images (8 to 64 pixels): the
+        stem has stride 2 from 13 pixels up, so the first stage runs at half resolution,
+        which keeps CPU training affordable.
         """
         stages = (
             StageConfig(width=16, stride=1, use_se=False, activation="relu"),
@@ -234,7 +236,14 @@ class SearchSpace:
             StageConfig(width=32, stride=2, use_se=True, activation="hswish"),
             StageConfig(width=48, stride=2, use_se=True, activation="hswish"),
         )
-        return cls(in_channels=in_channels, num_classes=num_classes, resolution=resolution, stages=stages)
+        stem_stride = 1 if resolution <= 12 else 2
+        return cls(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            resolution=resolution,
+            stages=stages,
+            stem_stride=stem_stride,
+        )
 
     # --------------------------------------------------------------- properties
     @property
