@@ -39,6 +39,8 @@ def fit_accuracy_surrogate(
         "spearman_rho": spearman_rho(accuracy[test], predicted),
         "mean_abs_error": float(np.mean(np.abs(accuracy[test] - predicted))),
         "accuracy_range": [float(accuracy.min()), float(accuracy.max())],
+        "held_out_measured": [float(v) for v in accuracy[test]],
+        "held_out_predicted": [float(v) for v in predicted],
     }
     return AccuracyPredictor(space, seed=seed).fit(list(archs), accuracy), quality
 
@@ -67,5 +69,7 @@ def fit_latency_surrogate(
             "within_10pct": within_tolerance_share(latency_ms[test], baseline, 0.10),
         },
         "latency_range_ms": [float(latency_ms.min()), float(latency_ms.max())],
+        "held_out_measured_ms": [float(v) for v in latency_ms[test]],
+        "held_out_predicted_ms": [float(v) for v in predicted],
     }
     return LatencyPredictor(space, profile, seed=seed).fit(list(archs), latency_ms), quality
