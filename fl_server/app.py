@@ -22,6 +22,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from nas.errors import ApfpError
+from fl_client.faults import FAILURE_MODES, FaultSettings
+from fl_server.dp import DpSettings
 from fl_server.messages import PRIVACY_MODES, DataSpec, TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,12 @@ class ServerSettings:
     all) are sampled each round and get candidates_per_client
     (``candidates-per-client``) candidates. budgets (``budgets``, JSON object
     ``{"<profile>": [ms, ...]}``) replaces the run directory's budgets.
+    min_train_nodes (``min-train-nodes``): a search round whose accepted reports come
+    from fewer nodes skips its update (see :meth:`FederatedNasStrategy.aggregate_train`).
+    failure_rate and failure_modes (``failure-rate``, ``failure-modes``) inject client
+    failures (:mod:`fl_client.faults`). dp_clipping_norm and dp_noise_multiplier
+    (``dp-clipping-norm``, ``dp-noise-multiplier``) turn on central differential privacy
+    on the weight path of the ``weights`` mode (:mod:`fl_server.dp`).
     """
 
     run_dir: Path
@@ -70,10 +78,16 @@ class ServerSettings:
     budgets: Mapping[str, tuple[float, ...]] | None = None
     round_timeout_s: float = 3600.0
     export_onnx: bool = True
+    min_train_nodes: int = 1
+    failure_rate: float = 0.0
+    failure_modes: str = ",".join(FAILURE_MODES)
+    dp_clipping_norm: float = 0.0
+    dp_noise_multiplier: float = 0.0
 
     def __post_init__(self) -> None:
         for name, minimum in (("num_rounds", 1), ("stop_after_round", 0), ("seed", 0), ("min_clients", 1),
-                              ("clients_per_round", 0), ("candidates_per_client", 1), ("partition_seed", 0)):
+                              ("clients_per_round", 0), ("candidates_per_client", 1), ("partition_seed", 0),
+                              ("min_train_nodes", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 key = name.replace("_", "-")
@@ -82,6 +96,22 @@ class ServerSettings:
             raise ApfpError(f"run config privacy={self.privacy!r} is invalid; allowed values: {PRIVACY_MODES}")
         if not math.isfinite(self.round_timeout_s) or self.round_timeout_s <= 0:
             raise ApfpError(f"run config round-timeout={self.round_timeout_s!r} is invalid; use seconds > 0")
+        self.faults()
+        if self.dp().enabled and self.privacy != "weights":
+            raise ApfpError(f"run config dp-clipping-norm={self.dp_clipping_norm!r} protects the weight path only; "
+                            "set privacy='weights', or dp-clipping-norm=0 in the metrics mode")
+        if self.dp().enabled and self.weight_aggregator not in ("", "masked-fedavg"):
+            raise ApfpError(f"run config weight-aggregator={self.weight_aggregator!r} cannot be combined with "
+                            "dp-clipping-norm > 0, which uses its own aggregation; remove one of the two")
+
+    def faults(self) -> FaultSettings:
+        """Return the failure-injection settings the ClientApps of this run apply."""
+        modes = tuple(m.strip() for m in self.failure_modes.split(",") if m.strip())
+        return FaultSettings(self.failure_rate, modes, self.seed, self.round_timeout_s)
+
+    def dp(self) -> DpSettings:
+        """Return the differential-privacy settings of the weight path."""
+        return DpSettings(self.dp_clipping_norm, self.dp_noise_multiplier)
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any]) -> "ServerSettings":
@@ -114,7 +144,9 @@ class ServerSettings:
             report_aggregator=get("report-aggregator", "weighted-median"),
             weight_aggregator=get("weight-aggregator", "masked-fedavg"),
             budgets=parse_budgets(get("budgets", "")), round_timeout_s=get("round-timeout", 3600.0),
-            export_onnx=get("export-onnx", True),
+            export_onnx=get("export-onnx", True), min_train_nodes=get("min-train-nodes", 1),
+            failure_rate=get("failure-rate", 0.0), failure_modes=get("failure-modes", ",".join(FAILURE_MODES)),
+            dp_clipping_norm=get("dp-clipping-norm", 0.0), dp_noise_multiplier=get("dp-noise-multiplier", 0.0),
         )
 
     def data_spec(self, run_settings: Mapping[str, Any]) -> DataSpec:
