@@ -28,7 +28,7 @@ from surrogate.quality import fit_accuracy_surrogate, fit_latency_surrogate
 from fl_server.plots import plot_pretrain
 from fl_server.run_dir import RunDirectory
 from hw_profiles import load_profile, measure_latency, resolve_budgets
-from nas.data import load_dataset
+from nas.data import ArraySplit, load_dataset
 from nas.data.holdout import split_public_private
 from nas.evaluate import evaluate_subnets
 from nas.export import export_onnx
@@ -163,8 +163,11 @@ def pretrain(output_dir: str | Path, config: PretrainConfig | None = None) -> Ru
     # 3. Accuracy of sampled subnets (BN recalibrated), on held-out public data.
     tick = time.perf_counter()
     accuracy_archs = sample_distinct(space, config.num_accuracy_samples, rng)
+    # Stage 1 has no use for a public test split, so val and test together give the
+    # subnet accuracies a finer resolution (one sample is 1/len(held_out) of accuracy).
+    held_out = ArraySplit(np.concatenate([public.val.x, public.test.x]), np.concatenate([public.val.y, public.test.y]))
     results = evaluate_subnets(
-        supernet, accuracy_archs, public.train, public.val, bn_batches=config.bn_batches, progress=config.progress
+        supernet, accuracy_archs, public.train, held_out, bn_batches=config.bn_batches, progress=config.progress
     )
     accuracy_samples = [
         {"arch": arch.to_dict(), **result.to_dict()} for arch, result in zip(accuracy_archs, results)
@@ -203,7 +206,7 @@ def pretrain(output_dir: str | Path, config: PretrainConfig | None = None) -> Ru
         "stage": "pretrain",
         "config": asdict(config),
         "space": {"fingerprint": space.fingerprint(), "size": space.size(), "definition": space.to_dict()},
-        "public_data": {"train": len(public.train), "val": len(public.val), "resolution": resolution},
+        "public_data": {"train": len(public.train), "held_out": len(held_out), "resolution": resolution},
         "supernet_history": history,
         "surrogates": {"accuracy": accuracy_quality, "latency": latency_quality},
         "budgets_ms": budgets,

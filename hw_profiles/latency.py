@@ -240,7 +240,7 @@ def measure_latency(
                 best = stats
             if stats["cv"] <= profile.max_cv:
                 break
-            logger.info(
+            logger.debug(
                 "latency attempt %d/%d on profile %r is unstable (cv=%.3f > max_cv=%.3f)",
                 attempts, profile.max_attempts, profile.name, stats["cv"], profile.max_cv,
             )
