@@ -60,29 +60,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="apfp-nas",
         description="Federated, platform-aware neural architecture search on Flower.",
     )
-    parser.add_argument("--verbose", action="store_true", help="log debug messages")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="log debug messages")
+    common.add_argument("--no-progress", action="store_true",
+                        help="hide progress bars (they are hidden anyway when stderr is not a terminal)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    pretrain = commands.add_parser("pretrain", help="stage 1: train the supernet and fit the surrogates")
+    pretrain = commands.add_parser("pretrain", parents=[common], help="stage 1: train the supernet and fit the surrogates")
     _add_pretrain_options(pretrain)
     pretrain.add_argument("--output", default="runs/pretrain", help="run directory to write (default: %(default)s)")
 
-    simulate = commands.add_parser("simulate", help="stage 2: federated search as a Flower simulation on this machine")
+    simulate = commands.add_parser("simulate", parents=[common], help="stage 2: federated search as a Flower simulation on this machine")
     simulate.add_argument("--scenario", default=DEFAULT_SCENARIO,
-                          help="scenario TOML file or built-in scenario name (default: %(default)s)")
+                          help="scenario TOML file or built-in scenario name: digits, retinamnist (default: %(default)s)")
     simulate.add_argument("--run-dir", required=True, help="stage-1 run directory written by `apfp-nas pretrain`")
     simulate.add_argument("--output", default="runs/federated", help="folder for the stage-2 report (default: %(default)s)")
     simulate.add_argument("--data-root", default=None, help="folder with the private dataset files (MedMNIST .npz)")
     simulate.add_argument("--resume", action="store_true", help="continue a stopped run from its last completed round")
     simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                          help="override a scenario setting, for example --set num-rounds=2 (repeatable)")
+                          help="override a run-config setting, for example --set num-rounds=2 (repeatable); the keys and "
+                               "defaults are in [tool.flwr.app.config] of pyproject.toml and docs/deployment.md")
 
-    demo = commands.add_parser("demo", help="run stage 1 and stage 2 on the bundled digits data")
+    demo = commands.add_parser("demo", parents=[common], help="run stage 1 and stage 2 on the bundled digits data")
     demo.add_argument("--output", default="runs/demo", help="folder for both stages (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
-    profile = commands.add_parser("profile", help="measure this device and fit its latency predictor")
+    profile = commands.add_parser("profile", parents=[common], help="measure this device and fit its latency predictor")
     profile.add_argument("--profile", default=None,
                          help="built-in profile name or TOML path to measure with (default: write a profile for this device)")
     profile.add_argument("--name", default="my-device", help="name of the profile written for this device (default: %(default)s)")
@@ -92,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--samples", type=int, default=100, help="architectures to export and time (default: %(default)s)")
     profile.add_argument("--output", default="runs/profile", help="folder for the profile, measurements and predictor (default: %(default)s)")
     profile.add_argument("--format", choices=("json", "csv"), default="json", help="measurement file format (default: %(default)s)")
+    profile.add_argument("--add-to-run-dir", action="store_true",
+                         help="also add the device (profile, predictor, budgets) to the --run-dir, so a federation can use it")
     profile.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     return parser
 
@@ -124,17 +129,41 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+def check_simulation_inputs(run_dir: str | Path, overrides: dict[str, str]) -> None:
+    """Fail before Flower starts when the run directory or a named plug-in is invalid.
+
+    Starting a simulation costs tens of seconds, and errors raised inside the
+    ServerApp reach the console only through Flower's log, so the checks that can
+    run here do.
+    """
+    from fl_server.run_dir import RunDirectory
+    from nas.search import get_strategy
+
+    run = RunDirectory.load(run_dir)
+    if "search-strategy" in overrides:
+        get_strategy(overrides["search-strategy"])
+    if "device-profiles" in overrides:
+        unknown = [p for p in overrides["device-profiles"].split(",") if p.strip() and p.strip() not in run.profiles]
+        if unknown:
+            raise ApfpError(
+                f"device-profiles {unknown} have no latency surrogate in {run_dir}; use one of "
+                f"{sorted(run.profiles)} or add the device with `apfp-nas profile --add-to-run-dir {run_dir}`"
+            )
+
+
 def _run_simulate(args: argparse.Namespace) -> int:
     from fl_server.summary import format_recommendations
     from simulations.runner import simulate
 
+    overrides = _parse_overrides(args.set)
+    check_simulation_inputs(args.run_dir, overrides)
     report_path = simulate(
         args.scenario,
         run_dir=args.run_dir,
         output_dir=args.output,
         data_root=args.data_root,
         resume=args.resume,
-        overrides=_parse_overrides(args.set),
+        overrides=overrides,
     )
     report = json.loads(Path(report_path).read_text("utf-8"))
     print(format_recommendations(report))
@@ -162,8 +191,26 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_profiled_device(run_dir: str | None, result: dict) -> None:
+    from fl_server.run_dir import add_device
+    from hw_profiles import load_profile
+    from nas.space import SearchSpace
+    from surrogate import LatencyPredictor
+
+    if run_dir is None:
+        raise ApfpError("--add-to-run-dir needs --run-dir: the run directory whose space was profiled")
+    space = SearchSpace.from_json((Path(run_dir) / "space.json").read_text("utf-8"))
+    profile = load_profile(result["profile_path"])
+    predictor = LatencyPredictor.from_text(Path(result["predictor_path"]).read_text("utf-8"), space)
+    run = add_device(run_dir, profile, predictor, result["rows"])
+    print(f"Added device {profile.name!r} to {run.path} with budgets {run.budgets[profile.name]} ms")
+
+
 def _run_profile(args: argparse.Namespace) -> int:
     from hw_profiles.device import profile_device
+
+    if args.add_to_run_dir and args.run_dir is None:
+        raise ApfpError("--add-to-run-dir needs --run-dir: the run directory whose space to profile")
 
     result = profile_device(
         profile=args.profile,
@@ -177,11 +224,13 @@ def _run_profile(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     quality = result["quality"]
+    if args.add_to_run_dir:
+        _add_profiled_device(args.run_dir, result)
     print(f"Profile: {result['profile_path']}")
     print(f"Measurements ({result['num_samples']} architectures): {result['measurements_path']}")
     print(f"Latency predictor: {result['predictor_path']}")
     print(
-        f"Held-out quality: LightGBM MAPE {quality['mape']:.1%}, within ±10% {quality['within_10pct']:.1%}; "
+        f"Held-out quality on {quality['held_out']} of {quality['num_samples']} architectures: LightGBM MAPE {quality['mape']:.1%}, within ±10% {quality['within_10pct']:.1%}; "
         f"FLOPs-linear baseline MAPE {quality['baseline_flops_linear']['mape']:.1%}, "
         f"within ±10% {quality['baseline_flops_linear']['within_10pct']:.1%}"
     )
@@ -197,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         return COMMANDS[args.command](args)
-    except ApfpError as error:
+    except (ApfpError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except FileNotFoundError as error:

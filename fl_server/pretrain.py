@@ -27,7 +27,7 @@ import torch
 from surrogate.quality import fit_accuracy_surrogate, fit_latency_surrogate
 from fl_server.plots import plot_pretrain
 from fl_server.run_dir import RunDirectory
-from hw_profiles import load_profile, measure_latency, resolve_budgets
+from hw_profiles import HardwareProfile, load_profile, measure_latency, resolve_budgets
 from nas.data import ArraySplit, load_dataset
 from nas.data.holdout import split_public_private
 from nas.evaluate import evaluate_subnets
@@ -39,6 +39,14 @@ from nas.supernet import ElasticSupernet
 from nas.train import train_supernet
 
 log = logging.getLogger(__name__)
+
+_FLAGS = {
+    "epochs": "--epochs",
+    "num_accuracy_samples": "--accuracy-samples",
+    "num_latency_samples": "--latency-samples",
+    "batch_size": "batch size",
+    "bn_batches": "BN recalibration batches",
+}
 
 DEFAULT_PROFILES = ("cpu-1t-fp32", "cpu-2t-fp32", "cpu-1t-fp32-noopt")
 
@@ -73,16 +81,17 @@ class PretrainConfig:
         for name in ("epochs", "batch_size", "num_accuracy_samples", "num_latency_samples", "bn_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is invalid; use a positive integer")
-        if self.num_accuracy_samples < 10 or self.num_latency_samples < 10:
-            raise ValueError(
-                "num_accuracy_samples and num_latency_samples must be >= 10 so the surrogates "
-                f"have held-out data; got {self.num_accuracy_samples} and {self.num_latency_samples}"
-            )
+                raise ValueError(f"{name} ({_FLAGS.get(name, 'setting')})={value!r} is invalid; use a positive integer")
+        for name in ("num_accuracy_samples", "num_latency_samples"):
+            if getattr(self, name) < 10:
+                raise ValueError(
+                    f"{name} ({_FLAGS[name]})={getattr(self, name)} is too small; use >= 10 so the "
+                    "surrogate has held-out samples to be scored on"
+                )
         if not 0.0 <= self.private_fraction < 1.0:
             raise ValueError(f"private_fraction={self.private_fraction} is invalid; use a value in [0, 1)")
         if not self.profiles:
-            raise ValueError("profiles is empty; name at least one hardware profile")
+            raise ValueError("profiles (--profiles) is empty; name at least one hardware profile, e.g. cpu-1t-fp32")
         self.profiles = tuple(self.profiles)
 
 
@@ -108,13 +117,12 @@ def sample_distinct(space: SearchSpace, count: int, rng: np.random.Generator) ->
 def measure_space_latency(
     supernet: ElasticSupernet,
     archs: Sequence[Architecture],
-    profile_names: Sequence[str],
+    profiles: Sequence[HardwareProfile],
     *,
     show_progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Export every architecture once and time it under every profile (ms, real runs)."""
     space = supernet.space
-    profiles = [load_profile(name) for name in profile_names]
     samples: dict[str, list[dict[str, Any]]] = {p.name: [] for p in profiles}
     input_shape = (space.in_channels, space.resolution, space.resolution)
     for arch in progress(archs, desc="latency", enabled=show_progress):
@@ -133,6 +141,9 @@ def pretrain(output_dir: str | Path, config: PretrainConfig | None = None) -> Ru
     rng = np.random.default_rng(config.seed)
     timings: dict[str, float] = {}
     started = time.perf_counter()
+
+    # Profiles are loaded first so that a bad name fails before minutes of training.
+    profiles = {profile.name: profile for profile in (load_profile(name) for name in config.profiles)}
 
     # 1. Public data and the space that fits it.
     splits = load_dataset(config.dataset, root=config.data_root, seed=config.seed)
@@ -177,7 +188,7 @@ def pretrain(output_dir: str | Path, config: PretrainConfig | None = None) -> Ru
     # 4. Latency of sampled subnets under each profile.
     tick = time.perf_counter()
     latency_archs = sample_distinct(space, config.num_latency_samples, rng)
-    latency_samples = measure_space_latency(supernet, latency_archs, config.profiles, show_progress=config.progress)
+    latency_samples = measure_space_latency(supernet, latency_archs, list(profiles.values()), show_progress=config.progress)
     timings["latency_measurement_s"] = time.perf_counter() - tick
 
     # 5. Surrogates with held-out quality.
@@ -185,7 +196,6 @@ def pretrain(output_dir: str | Path, config: PretrainConfig | None = None) -> Ru
     accuracy_values = np.array([r.accuracy for r in results])
     accuracy_predictor, accuracy_quality = fit_accuracy_surrogate(space, accuracy_archs, accuracy_values, seed=config.seed)
     latency_predictors, latency_quality, budgets = {}, {}, {}
-    profiles = {name: load_profile(name) for name in config.profiles}
     for name, samples in latency_samples.items():
         values = np.array([s["median_ms"] for s in samples])
         latency_predictors[name], latency_quality[name] = fit_latency_surrogate(
@@ -250,14 +260,19 @@ def search_best_per_budget(
     """Search the surrogate-best architecture for every (profile, budget in ms)."""
     rows = []
     for profile, profile_budgets in sorted(budgets.items()):
-        for budget in profile_budgets:
+        # Candidates found under a smaller budget also fit every larger one, so they
+        # stay in the pool: a larger budget never gets a worse pick than a smaller one.
+        pool: list[Architecture] = []
+        for budget in sorted(profile_budgets):
             objective = Objective.from_predictors(
                 accuracy_predictor, latency_predictors[profile], budget, profile, uncertainty_weight=0.0
             )
             check_feasible(space, objective)
             params = get_strategy(strategy_name).params_for_evaluations(evaluations)
             strategy = create_strategy(strategy_name, space, seed=seed, **params)
-            candidates = strategy.ask(5, objective)
+            pool.extend(a for a in strategy.ask(5, objective) if a not in pool)
+            latency = objective.predict_latency(pool)
+            candidates = [a for a, ms in zip(pool, latency) if ms <= budget]
             mean, std = objective.predict_accuracy(candidates)
             latency = objective.predict_latency(candidates)
             best = int(np.argmax(mean))

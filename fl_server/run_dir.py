@@ -211,3 +211,29 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def add_device(
+    run_dir: str | Path, profile: HardwareProfile, predictor: LatencyPredictor, samples: list[dict[str, Any]]
+) -> RunDirectory:
+    """Add a device measured with ``apfp-nas profile`` to a run directory and save it.
+
+    ``samples`` are the device's latency measurements (each with ``median_ms``); the
+    profile's quantile budgets are resolved on them. The predictor must have been
+    fitted on this run's search space (checked by fingerprint).
+    """
+    from hw_profiles import resolve_budgets
+
+    run = RunDirectory.load(run_dir)
+    if predictor.space.fingerprint() != run.space.fingerprint():
+        raise CheckpointError(
+            f"the latency predictor of {profile.name!r} belongs to space {predictor.space.fingerprint()!r}, "
+            f"not to the space {run.space.fingerprint()!r} of {run_dir}; profile again with --run-dir {run_dir}"
+        )
+    run.profiles[profile.name] = profile
+    run.latency_predictors[profile.name] = predictor
+    run.latency_samples[profile.name] = list(samples)
+    run.budgets[profile.name] = resolve_budgets(profile, [float(s["median_ms"]) for s in samples])
+    run.save()
+    log.info("Added device %s to %s with budgets %s ms", profile.name, run.path, run.budgets[profile.name])
+    return run

@@ -4,8 +4,8 @@ Run on the device itself (a laptop, a board, a phone with Python). It writes a
 profile for the device (or uses a built-in one), samples architectures of a search
 space, exports and times each under the profile, saves the measurements, fits the
 LightGBM latency predictor and reports its held-out quality beside the
-FLOPs-linear baseline. Copy the profile and predictor next to the federation's run
-directory to bring the device into a federation.
+FLOPs-linear baseline. With ``--add-to-run-dir`` the command line also adds the
+device to a stage-1 run directory, so that a federation can use it.
 """
 
 from __future__ import annotations
@@ -113,4 +113,5 @@ def profile_device(
         "predictor_path": str(predictor_path),
         "num_samples": len(rows),
         "quality": quality,
+        "rows": rows,
     }

@@ -6,8 +6,8 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-from tqdm import tqdm
 
+from nas.progress import progress as show_progress
 from hw_profiles.latency import ModelSource, measure_latency
 from hw_profiles.profile import HardwareProfile
 
@@ -53,7 +53,7 @@ def profile_space(
         logger.warning("found only %d distinct architectures in %d draws", len(architectures), draws)
 
     rows: list[dict[str, Any]] = []
-    for arch in tqdm(architectures, desc=f"latency on {profile.name}", disable=not progress):
+    for arch in show_progress(architectures, desc=f"latency on {profile.name}", enabled=progress):
         measurement = measure_latency(export_fn(arch), profile)
         rows.append({"architecture": arch.to_json(), "encoding": space.encode(arch), **measurement.to_dict()})
     return rows

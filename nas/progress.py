@@ -6,6 +6,7 @@ mix with log records. Messages that must survive belong in :mod:`logging`.
 
 from __future__ import annotations
 
+import sys
 from typing import Iterable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
@@ -21,12 +22,15 @@ def progress(
     total: int | None = None,
     unit: str = "it",
 ) -> Iterator[T] | tqdm:
-    """Wrap ``iterable`` in a tqdm bar labelled ``desc``; return it unchanged if not ``enabled``.
+    """Wrap ``iterable`` in a tqdm bar labelled ``desc``.
+
+    Without a bar (``enabled`` false, or stderr not a terminal, as in logs and CI) the
+    iterable is returned as an iterator.
 
     The returned object is iterated like ``iterable``. When enabled it is a tqdm bar, so
     the caller may call ``set_postfix`` on it; :func:`set_postfix` does so safely either way.
     """
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():
         return iter(iterable)
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -97,8 +98,9 @@ def simulate(
     config_file = output / "run-config.toml"
     config_file.write_text(tomli_w.dumps(config), encoding="utf-8")
     report = output / REPORT_FILE
-    if report.exists() and not resume:
-        report.unlink()
+    # A failed run must not lose an earlier report, so the old one stays in place and
+    # the check below requires a report written after this run started.
+    started_at = time.time()
     logger.info("simulating scenario %r (%s) with %s", scenario.name, scenario.path, scenario.federation_config())
 
     run_log = output / "flwr-run.log"
@@ -119,11 +121,21 @@ def simulate(
                                      f"{log_text[-2000:]}")
         status = flower.run_status(int(match.group(1)))
     if status != "finished:completed":
-        raise FlowerProcessError(f"run {match.group(1)} ended with status {status!r}; see {output / 'flwr-run.log'}")
+        cause = last_error_line(run_log.read_text("utf-8", errors="replace")[offset:])
+        raise FlowerProcessError(
+            f"run {match.group(1)} ended with status {status!r}: {cause}; see {output / 'flwr-run.log'}"
+        )
     history = (output / "history.json")
-    if not report.is_file() or not history.is_file():
+    if not report.is_file() or not history.is_file() or report.stat().st_mtime < started_at:
         raise FlowerProcessError(f"run finished but wrote no report in {output}; see {output / 'flwr-run.log'}")
     return report
+
+
+def last_error_line(log_text: str) -> str:
+    """Return the last line of a Flower log that names an exception, or a hint to read the log."""
+    pattern = re.compile(r"^\s*(?:[\w.]+(?:Error|Exception)|[\w.]*ApfpError)\b.*$")
+    lines = [line.strip() for line in log_text.splitlines() if pattern.match(line)]
+    return lines[-1] if lines else "no error message in the log"
 
 
 def flower_cli() -> str:

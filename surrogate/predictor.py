@@ -56,6 +56,11 @@ class AccuracyPredictor(BoostedPredictor):
     def _to_target(self, values: np.ndarray) -> np.ndarray:
         if values.ndim != 1 or not np.all(np.isfinite(values)):
             raise SurrogateError(f"accuracy values must be a 1-D array of finite numbers, got {values[:10]!r}")
+        if values.size and (values.min() < 0.0 or values.max() > 1.0):
+            raise SurrogateError(
+                f"accuracy values must be fractions in [0, 1], got a range of {values.min():g}..{values.max():g}; "
+                "divide percentages by 100"
+            )
         return values
 
     def _to_prediction(self, members: np.ndarray) -> Prediction:
