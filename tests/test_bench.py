@@ -1,0 +1,223 @@
+"""The benchmarks' --quick modes on tiny settings, so every benchmark keeps working.
+
+These check that each benchmark runs against the real components (supernet,
+surrogates, ONNX Runtime timings, Flower's simulation runtime) and writes a
+complete result envelope. They do not check the figures against their targets.
+Only the latency benchmark (a few seconds) and the unit checks are in the fast
+suite; the others train, fine-tune or start Flower and are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench import common, report  # noqa: E402
+from bench.procs import TreeSampler  # noqa: E402
+
+TWO_DEVICES = "device-profiles=\"cpu-1t-fp32,cpu-1t-fp32-noopt\""
+
+
+@pytest.fixture
+def keep_torch_threads():
+    """Restore torch's thread count, which a benchmark's main() sets to --threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def check_envelope(data: dict[str, Any], name: str, quick: bool = True) -> None:
+    assert data["benchmark"] == name
+    assert data["quick"] is quick
+    assert data["command"].startswith(f"python -m bench.{name}")
+    assert data["machine"]["cpu_model"]
+    assert data["machine"]["usable_cores"] >= 1
+    assert data["machine"]["memory_gib"] is None or data["machine"]["memory_gib"] > 0
+    commit = data["git"]["commit"]
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}", commit)
+    assert data["seeds"] == [0]
+    assert data["wall_s"] > 0
+    assert data["cpu_self_s"] > 0
+    assert data["targets"], "every benchmark checks at least one target"
+    for target in data["targets"]:
+        assert target["met"] in (True, False, None)
+        assert target["goal"]
+
+
+def run_main(module: Any, tmp_path: Path, *args: str) -> dict[str, Any]:
+    output = tmp_path / "result.json"
+    path = module.main(["--quick", "--output", str(output), "--cache-dir", str(tmp_path / "cache"), *args])
+    assert path == output
+    return json.loads(output.read_text("utf-8"))
+
+
+# ----------------------------------------------------------------- fast checks
+def test_parse_seeds_count_and_list() -> None:
+    assert common.parse_seeds("3") == [0, 1, 2]
+    assert common.parse_seeds("4,7") == [4, 7]
+    with pytest.raises(Exception, match="--seeds"):
+        common.parse_seeds("x")
+    with pytest.raises(Exception, match="--seeds"):
+        common.parse_seeds("-1,2")
+
+
+def test_spread_ignores_missing_values() -> None:
+    assert common.spread([0.2, None, float("nan"), 0.6, 0.4]) == {"median": 0.4, "min": 0.2, "max": 0.6, "n": 3}
+    assert common.spread([1.0, 3.0])["median"] == 2.0
+    assert common.spread([]) == {"median": None, "min": None, "max": None, "n": 0}
+    assert common.finite_or_none({"a": [float("inf"), 1.5]}) == {"a": [None, 1.5]}
+
+
+def test_tree_sampler_counts_child_cpu() -> None:
+    busy = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\n"
+    with TreeSampler(0.1) as sampler:
+        subprocess.run([sys.executable, "-c", busy], check=True)
+    summary = sampler.summary()
+    assert summary["descendants_cpu_s"] >= 0.5
+    assert summary["descendant_processes"] >= 1
+    assert summary["peak_descendants_pss_bytes"] > 0
+    assert summary["peak_tree_pss_bytes"] > summary["peak_descendants_pss_bytes"]
+
+
+def test_latency_bench_quick_cli(tmp_path: Path) -> None:
+    output = tmp_path / "results" / "latency_surrogate-quick.json"
+    command = [sys.executable, "-m", "bench.latency_surrogate", "--quick", "--samples", "9", "--repeat", "3",
+               "--profiles", "cpu-1t-fp32", "--output", str(output)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(output.read_text("utf-8"))
+    check_envelope(data, "latency_surrogate")
+    found = data["results"]["spaces"]["digits"]
+    assert found["samples"] == 9
+    assert len(found["measurements_ms"]["cpu-1t-fp32"]) == 9
+    profile = found["profiles"]["cpu-1t-fp32"]
+    assert 0.0 <= profile["predictor"]["within_10pct"] <= 1.0
+    assert 0.0 <= profile["flops_baseline"]["within_10pct"] <= 1.0
+    assert profile["predictor"]["mape"] >= 0.0
+    assert profile["held_out_predictions"] == 3
+    assert profile["noise_reference"]["n"] == 3
+
+    text = report.render({"latency_surrogate": data})
+    assert "| digits (1x16x16) | cpu-1t-fp32 |" in text
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Title\n\n{report.BEGIN}\nold\n{report.END}\n\nHand-written notes.\n", encoding="utf-8")
+    assert report.main(["--results", str(output.parent), "--write", str(doc)]) == 0
+    written = doc.read_text("utf-8")
+    assert "old" not in written
+    assert "cpu-1t-fp32" in written
+    assert written.startswith("# Title")
+    assert written.rstrip().endswith("Hand-written notes.")
+
+
+def test_bench_rejects_unknown_dataset(tmp_path: Path, keep_torch_threads: None) -> None:
+    from bench import search_quality
+    from nas.errors import ApfpError
+
+    with pytest.raises(ApfpError, match="--datasets"):
+        run_main(search_quality, tmp_path, "--datasets", "mnist")
+
+
+# ----------------------------------------------------------------- slow checks
+@pytest.mark.slow
+def test_search_quality_quick_tiny(tiny_run_dir: Path, tmp_path: Path, keep_torch_threads: None) -> None:
+    from bench import search_quality
+
+    data = run_main(search_quality, tmp_path, "--run-dir", str(tiny_run_dir), "--datasets", "digits", "--pool", "5",
+                    "--set", TWO_DEVICES, "--set", "num-supernodes=2", "--set", "max-steps=2")
+    check_envelope(data, "search_quality")
+    found = data["results"]["datasets"]["digits"]
+    budget = sum(found["evaluations_per_device"].values())
+    assert budget == 1 * 2 * found["candidates_per_client"]
+    strategies = {r["strategy"] for r in found["runs"]}
+    assert strategies == {"apfp-nas", "evolution", "random", "optuna-nsga2"}
+    targets = len(found["oracle"])
+    for entry in found["runs"]:
+        if entry["strategy"] == "apfp-nas":
+            assert entry["client_evaluations"] == budget
+        assert 1 <= entry["client_evaluations"] <= budget
+        assert len(entry["recommendations"]) == targets
+        for row in entry["recommendations"]:
+            assert row["true_accuracy"] is None or 0.0 <= row["true_accuracy"] <= 1.0
+            assert row["fresh_latency_ms"] is None or row["fresh_latency_ms"] > 0
+    for name, summary in found["summary"]["strategies"].items():
+        assert 0.0 <= summary["budget_met_share"] <= 1.0, name
+
+
+@pytest.mark.slow
+def test_accuracy_surrogate_quick_tiny(tiny_run_dir: Path, tmp_path: Path, keep_torch_threads: None) -> None:
+    from bench import accuracy_surrogate
+
+    data = run_main(accuracy_surrogate, tmp_path, "--run-dir", str(tiny_run_dir), "--datasets", "digits",
+                    "--pool", "8", "--counts", "2,4", "--set", TWO_DEVICES, "--set", "num-supernodes=2",
+                    "--set", "max-steps=2")
+    check_envelope(data, "accuracy_surrogate")
+    found = data["results"]["datasets"]["digits"]
+    stage1_samples = json.loads((tiny_run_dir / "samples" / "accuracy.json").read_text("utf-8"))
+    assert found["public"]["num_samples"] == len(stage1_samples)
+    assert [c["reports"] for c in found["private"]["curve"]] == [2, 4]
+    for row in found["private"]["per_seed"]:
+        assert row["held_out"] == 4
+        for entry in row["by_count"]:
+            tau = entry["corrected"]["kendall_tau"]
+            assert tau is None or -1.0 <= tau <= 1.0
+
+
+@pytest.mark.slow
+def test_federation_quick_tiny(tiny_run_dir: Path, tmp_path: Path, keep_torch_threads: None) -> None:
+    from bench import federation
+
+    data = run_main(federation, tmp_path, "--run-dir", str(tiny_run_dir), "--set", TWO_DEVICES)
+    check_envelope(data, "federation")
+    found = data["results"]
+    assert [r["round"] for r in found["rounds"]] == [1, 2]
+    for row in found["rounds"]:
+        assert row["client_work_s"] > 0
+        assert row["wall_s"] > row["client_work_s"]
+        assert 0.0 < row["outside_client_work_share"] < 1.0
+    for row in found["bytes"]["per_round"]:
+        # What was sent covers the weights and texts, plus a few per cent of headers and configuration.
+        assert 1.0 <= row["sent_over_weights_and_texts"] < 1.5
+    assert found["usage"]["descendants_cpu_s"] > 0
+    assert found["budgets"]["measured"] >= 1
+
+
+@pytest.mark.slow
+def test_cost_quick(tmp_path: Path, keep_torch_threads: None) -> None:
+    from bench import cost
+
+    data = run_main(cost, tmp_path, "--set", TWO_DEVICES)
+    check_envelope(data, "cost")
+    found = data["results"]
+    assert found["candidates"] >= 1
+    assert len(found["scratch"]) == 1
+    assert found["two_stage_cpu_s"] > found["stage1"]["cpu_total_s"] > 0
+    assert found["scratch_cpu_estimate_s"] > 0
+    assert found["ratio"] > 0
+    assert found["scratch"][0]["epochs"] <= 2
+
+
+@pytest.mark.slow
+def test_scale_quick_two_sizes(tmp_path: Path, keep_torch_threads: None) -> None:
+    from bench import scale
+
+    data = run_main(scale, tmp_path, "--sizes", "2,3", "--sampled", "2", "--set", TWO_DEVICES)
+    check_envelope(data, "scale")
+    sizes = data["results"]["by_size"]
+    assert [s["clients"] for s in sizes] == [2, 3]
+    for size in sizes:
+        assert size["seconds_per_round"] > 0
+        assert len(size["rounds"]) == 1
+        assert size["rounds"][0]["clients"] == 2
+        assert 0 < size["peak_tree_pss_bytes"] < 8 * 2**30
