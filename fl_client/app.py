@@ -6,9 +6,11 @@ Three handlers:
   split sizes (the server sends this query once, before the first round).
 * ``train``: for every candidate of the message, run
   :func:`fl_client.local_work.work_on_candidate` on the private train and validation
-  splits; reply with metrics, plus the trained weights in the ``weights`` privacy mode.
+  splits; reply with metrics, plus the trained weights in the ``weights`` privacy mode
+  (their update clipped to the message's ``clipping_norm`` when the server requests
+  differential privacy). The run config may inject failures (:mod:`fl_client.faults`).
 * ``evaluate``: the same work on the final recommendations, scored on the private
-  test split; never returns weights.
+  test split, plus a membership-inference audit of each; never returns weights.
 
 Private data, per-sample outputs and (in the default ``metrics`` mode) weights
 never leave the node.
@@ -31,7 +33,9 @@ from fl_server.messages import (
     encode_query_reply,
     encode_reply,
 )
+from fl_client.faults import FaultInjector, FaultSettings
 from fl_client.local_work import Surrogates, work_on_candidate
+from fl_server.dp import clip_update
 from fl_client.node import data_spec_for_node, load_private_data, partition_of, resolve_profile
 
 logger = logging.getLogger(__name__)
@@ -70,6 +74,10 @@ def _work(msg: Message, context: Context, kind: str) -> Message:
             f"the server addressed device {instruction.device!r}, but this node runs profile {profile.name!r}"
         )
     pid, count = partition_of(context.node_config)
+    faults = FaultInjector(FaultSettings.from_run_config(context.run_config), instruction.round, pid,
+                           context.node_id) if kind == "train" else None
+    if faults is not None:
+        faults.before_work()
     space = instruction.space
     data = load_private_data(data_spec_for_node(instruction.data, context.node_config), space.resolution, pid, count)
     surrogates = Surrogates(instruction.surrogates, space, profile.name)
@@ -79,11 +87,16 @@ def _work(msg: Message, context: Context, kind: str) -> Message:
         report, state = work_on_candidate(
             candidate, index=index, space=space, weights=instruction.weights.get(candidate.id), data=data,
             eval_split=eval_split, profile=profile, settings=instruction.settings, seed=instruction.seed,
-            surrogates=surrogates,
+            surrogates=surrogates, audit=kind == "evaluate",
         )
         reports.append(report)
         states[candidate.id] = state
+        if faults is not None:
+            faults.after_candidate()
     return_weights = kind == "train" and instruction.privacy == "weights"
+    if return_weights and instruction.clipping_norm > 0:
+        states, norm = clip_update(instruction.weights, states, instruction.clipping_norm)
+        logger.info("weight update norm %.4g clipped to %.4g", norm, instruction.clipping_norm)
     content = encode_reply(kind, profile.name, reports, weights=states if return_weights else None)
     return Message(content, reply_to=msg)
 

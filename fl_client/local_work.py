@@ -4,8 +4,10 @@ For each candidate: build the subnet from its architecture, load the weights the
 server sent (exact keys, shapes and dtypes), fine-tune on the private train split,
 recalibrate BatchNorm, evaluate on the private validation split (test split in the
 final evaluation), export to ONNX, time it with this node's hardware profile, and
-ask the surrogates the server sent what they predict for it. Only the aggregate
-numbers of :class:`~fl_server.messages.CandidateReport` leave the client.
+ask the surrogates the server sent what they predict for it. In the final
+evaluation it also audits the model (:mod:`fl_client.privacy_audit`), once as received
+and once after fine-tuning. Only the aggregate numbers of
+:class:`~fl_server.messages.CandidateReport` leave the client.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from nas.space import SearchSpace
 from nas.subnet import Subnet
 from surrogate import AccuracyPredictor, LatencyPredictor
 from fl_server.messages import ACCURACY_SURROGATE, LATENCY_PREFIX, Candidate, CandidateReport, TrainingSettings
+from fl_client.privacy_audit import audit_model
 
 logger = logging.getLogger(__name__)
 
@@ -94,17 +97,28 @@ def work_on_candidate(
     settings: TrainingSettings,
     seed: int,
     surrogates: Surrogates,
+    audit: bool = False,
 ) -> tuple[CandidateReport, dict[str, np.ndarray]]:
-    """Fine-tune, evaluate and time one candidate; return its report and its trained state dict."""
+    """Fine-tune, evaluate and time one candidate; return its report and its trained state dict.
+
+    With ``audit`` the report carries the membership-inference AUC of the model as
+    received (``mia_auc``) and after fine-tuning (``mia_auc_finetuned``), with the
+    train split as members and ``eval_split`` as non-members.
+    """
     local_seed = candidate_seed(seed, index)
     started = time.perf_counter()
     model = build_subnet(space, candidate, weights, local_seed)
+    audits: dict[str, float] = {}
+    if audit:
+        audits["mia_auc"] = audit_model(model, data.train, eval_split, seed=local_seed)
     fit = finetune(
         model, data.train, epochs=settings.finetune_epochs, batch_size=settings.batch_size, lr=settings.lr,
         seed=local_seed, max_steps=settings.max_steps or None,
     )
     recalibrate_bn(model, data.train, num_batches=settings.bn_batches, batch_size=settings.batch_size, seed=local_seed)
     result = evaluate(model, eval_split, task=data.task)
+    if audit:
+        audits["mia_auc_finetuned"] = audit_model(model, data.train, eval_split, seed=local_seed)
     train_s = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -120,7 +134,7 @@ def work_on_candidate(
         id=candidate.id, accuracy=result.accuracy, loss=result.loss, latency_ms=latency.median_ms,
         latency_p10_ms=latency.p10_ms, latency_p90_ms=latency.p90_ms, latency_cv=latency.cv,
         latency_stable=1.0 if latency.stable else 0.0, pred_accuracy=pred_accuracy, pred_latency_ms=pred_latency,
-        num_train=len(data.train), num_eval=result.num_samples, train_s=train_s, measure_s=measure_s,
+        num_train=len(data.train), num_eval=result.num_samples, train_s=train_s, measure_s=measure_s, **audits,
     )
     state = {key: value.detach().cpu().numpy() for key, value in model.state_dict().items()}
     return report, state

@@ -22,9 +22,12 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from nas.errors import ApfpError
+from nas.search import available_strategies
 from fl_client.faults import FAILURE_MODES, FaultSettings
 from fl_server.dp import DpSettings
 from fl_server.messages import PRIVACY_MODES, DataSpec, TrainingSettings
+from fl_server.report_aggregation import BUILTIN_REPORT_AGGREGATORS
+from fl_server.weight_aggregation import BUILTIN_WEIGHT_AGGREGATORS
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +100,14 @@ class ServerSettings:
         if not math.isfinite(self.round_timeout_s) or self.round_timeout_s <= 0:
             raise ApfpError(f"run config round-timeout={self.round_timeout_s!r} is invalid; use seconds > 0")
         self.faults()
+        if self.search_strategy not in available_strategies():
+            raise ApfpError(f"run config search-strategy={self.search_strategy!r} is unknown; available: "
+                            f"{available_strategies()}")
+        for key, value, builtin in (("report-aggregator", self.report_aggregator, BUILTIN_REPORT_AGGREGATORS),
+                                    ("weight-aggregator", self.weight_aggregator, BUILTIN_WEIGHT_AGGREGATORS)):
+            if value and ":" not in value and value not in builtin:
+                raise ApfpError(f"run config {key}={value!r} is unknown; built-in names: {sorted(builtin)}, or give "
+                                "'package.module:name'")
         if self.dp().enabled and self.privacy != "weights":
             raise ApfpError(f"run config dp-clipping-norm={self.dp_clipping_norm!r} protects the weight path only; "
                             "set privacy='weights', or dp-clipping-norm=0 in the metrics mode")

@@ -54,6 +54,11 @@ REPORT_FIELDS = (
     "pred_accuracy", "pred_latency_ms", "num_train", "num_eval", "train_s", "measure_s",
 )
 EVAL_KEY = {"train": "num_val", "evaluate": "num_test"}
+#: Optional fields of evaluate replies: the membership-inference AUC of the model as the
+#: server released it and of the client's fine-tuned copy (see :mod:`fl_client.privacy_audit`).
+AUDIT_FIELDS = ("mia_auc", "mia_auc_finetuned")
+#: Message config key of the DP clipping norm; the key Flower's DP mods and wrappers use.
+CLIPPING_NORM = "clipping_norm"
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class Instruction:
     candidates: tuple[Candidate, ...]
     surrogates: Mapping[str, str] = field(default_factory=dict)
     weights: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
+    clipping_norm: float = 0.0
 
 
 def encode_instruction(instruction: Instruction) -> RecordDict:
@@ -173,6 +179,8 @@ def encode_instruction(instruction: Instruction) -> RecordDict:
             "candidates": json.dumps(wire_candidates),
         }
     )
+    if instruction.clipping_norm > 0:
+        config[CLIPPING_NORM] = float(instruction.clipping_norm)
     surrogates = ArrayRecord(
         {name: Array(np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy())
          for name, text in instruction.surrogates.items()}
@@ -219,11 +227,14 @@ def decode_instruction(content: RecordDict) -> Instruction:
             if cid not in ids or not state_key:
                 raise ReportError(f"weight key {key!r} does not name a candidate of this message")
             weights.setdefault(cid, {})[state_key] = array.numpy()
+    clipping_norm = _get(config, CLIPPING_NORM, float) if CLIPPING_NORM in config else 0.0
+    if not 0 <= clipping_norm < math.inf:
+        raise ReportError(f"message field {CLIPPING_NORM!r}={clipping_norm!r} is invalid; use a finite number >= 0")
     return Instruction(
         kind=_get(config, "kind", str), round=_get(config, "round", int), seed=_get(config, "seed", int),
         privacy=privacy, device=_get(config, "device", str), settings=TrainingSettings.from_config(config),
         space=space, data=DataSpec.from_json(_get(config, "data", str)), candidates=tuple(candidates),
-        surrogates=surrogates, weights=weights,
+        surrogates=surrogates, weights=weights, clipping_norm=clipping_norm,
     )
 
 
@@ -246,6 +257,8 @@ class CandidateReport:
     num_eval: float
     train_s: float
     measure_s: float
+    mia_auc: float | None = None
+    mia_auc_finetuned: float | None = None
 
 
 @dataclass(frozen=True)
@@ -270,6 +283,9 @@ def encode_reply(
         for name in REPORT_FIELDS:
             wire = eval_key if name == "num_eval" else name
             metrics[f"{report.id}.{wire}"] = float(getattr(report, name))
+        for name in AUDIT_FIELDS if kind == "evaluate" else ():
+            if getattr(report, name) is not None:
+                metrics[f"{report.id}.{name}"] = float(getattr(report, name))
     metrics[NUM_EXAMPLES] = int(sum(r.num_train for r in reports)) if kind == "train" else int(
         sum(r.num_eval for r in reports)
     )
@@ -291,9 +307,14 @@ def decode_reply(content: RecordDict, kind: str) -> Reply:
     ids = _load_json(_get(info, "candidates", str), "candidates")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ReportError("reply field 'candidates' must be a JSON list of candidate ids")
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ReportError(f"reply lists candidate ids {repeated} more than once")
     if NUM_EXAMPLES not in metrics:
         raise ReportError(f"reply metrics lack {NUM_EXAMPLES!r}")
     wire_names = {EVAL_KEY[kind] if n == "num_eval" else n: n for n in REPORT_FIELDS}
+    if kind == "evaluate":
+        wire_names.update({n: n for n in AUDIT_FIELDS})
     grouped: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         if key == NUM_EXAMPLES:
@@ -301,8 +322,8 @@ def decode_reply(content: RecordDict, kind: str) -> Reply:
         cid, _, wire = key.rpartition(".")
         if not cid or wire not in wire_names:
             raise ReportError(f"reply metric key {key!r} is not '<candidate id>.<field>' with a known field")
-        if isinstance(value, list):
-            raise ReportError(f"reply metric {key!r} is a list; expected one number")
+        if isinstance(value, (list, bool)):
+            raise ReportError(f"reply metric {key!r} is a {type(value).__name__}; expected one number")
         grouped.setdefault(cid, {})[wire_names[wire]] = float(value)
     weights = None
     if ARRAYS in content.array_records:

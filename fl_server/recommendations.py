@@ -8,7 +8,8 @@ recalibrated on the public data when it can be loaded) to
 ``<output-dir>/onnx/<device>_<budget>ms.onnx``. :func:`merge_final_scores` joins
 the clients' test-split scores into the table: test accuracy pooled over clients
 (weighted by test samples), latency as the median over the device's clients, and
-whether it meets the budget within the profile's tolerance.
+whether it meets the budget within the profile's tolerance. It also adds the privacy
+audit, the membership-inference AUC each client measured (:mod:`fl_client.privacy_audit`).
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def merge_final_scores(
         row["tolerance"] = profile.tolerance
         row["num_clients"] = len(matching)
         if not matching:
-            row.update(measured_accuracy=None, measured_latency_ms=None, num_test_samples=0, meets_budget=None)
+            row.update(measured_accuracy=None, measured_latency_ms=None, num_test_samples=0, meets_budget=None,
+                       privacy_audit=None)
             continue
         samples = np.array([r.report.num_eval for r in matching], dtype=np.float64)
         accuracy = float(np.average([r.report.accuracy for r in matching], weights=samples))
@@ -133,4 +135,24 @@ def merge_final_scores(
             measured_latency_p90_ms=float(np.median([r.report.latency_p90_ms for r in matching])),
             latency_stable=all(r.report.latency_stable == 1.0 for r in matching),
             meets_budget=bool(profile.meets_budget(latency, row["budget_ms"])),
+            privacy_audit=privacy_audit(matching),
         )
+
+
+def privacy_audit(results: Sequence[ClientResult]) -> dict[str, Any] | None:
+    """Summarize the clients' membership-inference AUCs of one recommendation, or None if none sent one.
+
+    ``released`` is the model as the server released it, ``finetuned`` the client's
+    fine-tuned copy. Each has the per-client AUCs and their maximum, the worst case.
+    """
+    summary: dict[str, Any] = {"attack": "loss threshold", "members": "client train split",
+                               "non_members": "client test split"}
+    for name, field in (("released", "mia_auc"), ("finetuned", "mia_auc_finetuned")):
+        scores = [(r.partition, getattr(r.report, field)) for r in results if getattr(r.report, field) is not None]
+        summary[name] = None if not scores else {
+            "auc_max": max(a for _, a in scores), "auc_mean": float(np.mean([a for _, a in scores])),
+            "per_client": [{"partition": p, "auc": a} for p, a in scores],
+        }
+    if summary["released"] is None and summary["finetuned"] is None:
+        return None
+    return summary

@@ -41,8 +41,23 @@ FIELDS = {
     "observed_accuracy (validation), measured_accuracy (clients' test splits, sample-weighted), "
     "predicted_latency_ms, measured_latency_ms (median on the device), meets_budget (measured latency <= "
     "budget x (1 + tolerance)), tolerance, onnx (file relative to the output folder)",
+    "recommendations[].privacy_audit": "loss-threshold membership-inference attack run by each client that "
+    "evaluated the recommendation (members: its train split, non-members: its test split): ROC AUC of the model "
+    "as released by the server and of the client's fine-tuned copy, per client and the maximum; 0.5 means the "
+    "losses reveal nothing about membership, 1.0 that they reveal it completely",
+    "rounds[].rejection_counts": "rejections per kind: client-error, no-reply, malformed, non-finite, "
+    "out-of-range, unknown-candidate, duplicate-reply, missing-field, missing-candidate, wrong-device, weights",
+    "rounds[].nodes": "nodes sent a message this round and nodes with at least one accepted report",
+    "rounds[].update": "applied, or skipped when fewer than min-train-nodes nodes had an accepted report "
+    "(the observations stay in the record; surrogates, search and weights keep their state)",
+    "rounds[].outliers": "observations left out of the surrogate corrections by the outlier screen, with the rule",
+    "rounds[].dp": "weights mode with DP: clients sampled and merged, noise standard deviation, update L2 norms "
+    "before clipping, number clipped",
+    "faults": "failure injection of this run: failure-rate and failure-modes",
+    "privacy": "privacy mode; with DP the clipping norm, noise multiplier, delta, releases and epsilon",
     "final_evaluation": "the evaluate round that scored the recommendations on the clients' test splits",
-    "summary": "counts over the recommendations: how many meet their budget, mean test accuracy",
+    "summary": "counts over the recommendations: how many meet their budget, mean test accuracy; client failures "
+    "(client-error and no-reply rejections), skipped rounds, and the largest membership-inference AUC",
 }
 
 
@@ -63,6 +78,14 @@ def summarize(history: Mapping[str, Any]) -> dict[str, Any]:
         "reports_rejected": int(sum(r.get("rejected", 0) for r in rounds)),
         "bytes_sent": int(sum(r.get("bytes_sent", 0) for r in rounds)),
         "bytes_received": int(sum(r.get("bytes_received", 0) for r in rounds)),
+        "client_failures": int(sum(n for r in rounds for kind, n in r.get("rejection_counts", {}).items()
+                                   if kind in ("client-error", "no-reply"))),
+        "rounds_skipped": sum(1 for r in rounds if r.get("update") == "skipped"),
+        "max_mia_auc": {
+            name: max((a["auc_max"] for row in rows if (audit := row.get("privacy_audit"))
+                       and (a := audit.get(name))), default=None)
+            for name in ("released", "finetuned")
+        },
     }
 
 

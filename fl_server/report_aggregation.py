@@ -13,6 +13,11 @@ clients, weighted by each client's evaluation sample count. So one client with a
 unusual data split or a corrupted model cannot drag the estimate far. Latency takes
 the plain median over clients, because latency does not depend on how many samples
 a client has. The weight of the merged observation is the summed sample count.
+
+The median protects only where several clients measured the same architecture on the
+same device, as in the final evaluation. Search rounds send every architecture to one
+client per device, so :mod:`fl_server.outliers` screens those observations against
+each other before they correct the surrogates.
 """
 
 from __future__ import annotations
@@ -34,7 +39,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AggregatedReport:
-    """One (device, architecture) result of a round: accuracy fraction, latency in ms, sample weight."""
+    """One (device, architecture) result of a round: accuracy fraction, latency in ms, sample weight.
+
+    ``partitions`` lists the partition ids of the clients merged into it (empty when an
+    aggregator does not record them).
+    """
 
     device: str
     arch: Architecture
@@ -45,6 +54,7 @@ class AggregatedReport:
     pred_latency_ms: float
     weight: float
     num_clients: int
+    partitions: tuple[int, ...] = ()
 
     def to_observation(self) -> Observation:
         """Return the search-strategy view of this result."""
@@ -58,11 +68,13 @@ class AggregatedReport:
             "device": self.device, "arch": self.arch.to_dict(), "accuracy": self.accuracy, "loss": self.loss,
             "latency_ms": self.latency_ms, "pred_accuracy": self.pred_accuracy,
             "pred_latency_ms": self.pred_latency_ms, "weight": self.weight, "num_clients": self.num_clients,
+            "partitions": list(self.partitions),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AggregatedReport":
-        return cls(**{**data, "arch": Architecture.from_dict(data["arch"])})
+        return cls(**{**data, "arch": Architecture.from_dict(data["arch"]),
+                      "partitions": tuple(data.get("partitions", ()))})
 
 
 ReportAggregator = Callable[[Sequence[ClientResult]], list[AggregatedReport]]
@@ -112,6 +124,7 @@ def _merge(group: list[ClientResult], robust: bool) -> AggregatedReport:
         pred_accuracy=float(np.mean([r.report.pred_accuracy for r in group])),
         pred_latency_ms=float(np.mean([r.report.pred_latency_ms for r in group])),
         weight=float(weights.sum()), num_clients=len(group),
+        partitions=tuple(sorted({r.partition for r in group})),
     )
 
 
@@ -156,6 +169,9 @@ def resolve_report_aggregator(spec: str | ReportAggregator | None) -> ReportAggr
         return spec
     if spec in BUILTIN_REPORT_AGGREGATORS:
         return BUILTIN_REPORT_AGGREGATORS[spec]
+    if ":" not in spec:
+        raise ReportError(f"unknown report-aggregator {spec!r}; built-in names: {sorted(BUILTIN_REPORT_AGGREGATORS)}, "
+                          "or give 'package.module:name'")
     target = load_object(spec, "report-aggregator")
     if isinstance(target, type):
         target = target()

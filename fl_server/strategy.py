@@ -8,9 +8,11 @@
    ``(seed, round)``), requests each client's own candidates from the search strategy
    under its device's budgets and builds one fresh message per client;
    :meth:`aggregate_train` validates every reply, aggregates the reports per
-   (device, arch), refits the accuracy and per-device latency corrections from the
-   base surrogates on all observations so far, tells the search strategy, merges
-   returned weights (``weights`` mode), logs the round and checkpoints;
+   (device, arch), screens out implausible observations (:mod:`fl_server.outliers`),
+   refits the accuracy and per-device latency corrections from the base surrogates on
+   all kept observations so far, tells the search strategy, merges returned weights
+   (``weights`` mode, optionally with differential privacy), logs the round and
+   checkpoints;
 3. the final step: recommendations per (device, budget), ONNX files, and an
    ``evaluate`` round in which clients score the recommendations on their test splits.
 
@@ -24,46 +26,35 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Iterable
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from nas.errors import ApfpError, CheckpointError, ReportError
+from nas.errors import ApfpError, CheckpointError
 from nas.search import Objective, check_feasible, create_strategy
 from nas.search.selection import DeviceTarget, select_round_candidates
 from nas.space import Architecture
 from fl_server.app import ServerSettings
 from fl_server.checkpoint import load_checkpoint, save_checkpoint
+from fl_server.dp import dp_masked_fedavg, privacy_record
 from fl_server.messages import (
-    CONFIG, LATENCY_PREFIX, Candidate, Instruction, decode_query_reply, encode_instruction, payload_bytes,
+    LATENCY_PREFIX, Candidate, Instruction, encode_instruction, payload_bytes,
 )
+from fl_server.outliers import screen_observations, split_flagged
+from fl_server.query import ClientInfo, client_order, query_clients
 from fl_server.recommendations import calibration_split, export_models, merge_final_scores, recommend_all
 from fl_server.report_aggregation import AggregatedReport, check_aggregated, resolve_report_aggregator
 from fl_server.rounds import (
     client_seed, feasible_budgets, refit_surrogates, sample_clients, surrogate_quality,
 )
-from fl_server.validation import ClientResult, SentMessage, collect_replies
+from fl_server.validation import ClientResult, SentMessage, collect_replies, count_rejections
 from fl_server.weight_aggregation import WeightUpdate, check_merged_state, resolve_weight_aggregator
 
 logger = logging.getLogger(__name__)
 
 HISTORY_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    """A node as the query round described it."""
-
-    node_id: int
-    partition: int
-    device: str
-    num_train: int
-    num_val: int
-    num_test: int
 
 
 class FederatedNasStrategy(Strategy):
@@ -83,6 +74,9 @@ class FederatedNasStrategy(Strategy):
         self.search = create_strategy(settings.search_strategy, self.space, seed=settings.seed)
         self.accuracy, self.latency = run.accuracy_predictor, dict(run.latency_predictors)
         self.observations: list[AggregatedReport] = []
+        self.flagged: list[dict[str, Any]] = []
+        self._flagged_index: set[int] = set()
+        self.dp = settings.dp()
         self.clients: dict[int, ClientInfo] = {}
         self.completed_rounds = 0
         self._sent: dict[int, SentMessage] = {}
@@ -92,6 +86,7 @@ class FederatedNasStrategy(Strategy):
             "format": "apfp-nas-federated-history", "format_version": HISTORY_FORMAT, "status": "running",
             "settings": settings.to_dict(), "space": {"fingerprint": self.space.fingerprint()},
             "data": self.data.__dict__, "budgets_ms": self.budgets, "rounds": [], "recommendations": [],
+            "faults": settings.faults().to_dict(), "privacy": privacy_record(settings.privacy, self.dp, []),
         }
 
     # ------------------------------------------------------------ checkpointing
@@ -129,8 +124,13 @@ class FederatedNasStrategy(Strategy):
 
     # --------------------------------------------------------------- surrogates
     def _refit(self) -> None:
-        self.accuracy, self.latency = refit_surrogates(
-            self.run.accuracy_predictor, self.run.latency_predictors, self.observations)
+        flags = screen_observations(self.observations, self.run.accuracy_predictor, self.run.latency_predictors)
+        kept, self.flagged = split_flagged(self.observations, flags)
+        self._flagged_index = {flag.index for flag in flags}
+        self.accuracy, self.latency = refit_surrogates(self.run.accuracy_predictor, self.run.latency_predictors, kept)
+
+    def _kept_observations(self) -> list[AggregatedReport]:
+        return [o for i, o in enumerate(self.observations) if i not in self._flagged_index]
 
     def _objective(self, device: str, budget_ms: float) -> Objective:
         return Objective.from_predictors(self.accuracy, self.latency[device], budget_ms, device,
@@ -143,41 +143,13 @@ class FederatedNasStrategy(Strategy):
     # ------------------------------------------------------------------- query
     def query_clients(self, grid: Grid, timeout: float) -> None:
         """Wait for ``min-clients`` nodes, then query each for its device, partition and split sizes."""
-        deadline = time.monotonic() + timeout
-        while len(nodes := sorted(grid.get_node_ids())) < self.settings.min_clients:
-            if time.monotonic() > deadline:
-                raise ApfpError(f"only {len(nodes)} of min-clients={self.settings.min_clients} nodes connected "
-                                f"within {timeout:g} s")
-            time.sleep(1.0)
-        content = {"data": self.data.to_json(), "resolution": self.space.resolution}
-        messages = [Message(RecordDict({CONFIG: ConfigRecord(dict(content))}), dst_node_id=node,
-                            message_type=MessageType.QUERY, group_id="query") for node in nodes]
-        for reply in grid.send_and_receive(messages, timeout=timeout):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                logger.error("node %d failed the query round: %s", node, reply.error.reason)
-                continue
-            try:
-                info = decode_query_reply(reply.content)
-            except ReportError as error:
-                logger.error("node %d sent a malformed query reply: %s", node, error)
-                continue
-            if info["device"] not in self.budgets:
-                logger.error("node %d runs profile %r, which has no budgets or latency surrogate in this run "
-                             "(known: %s); it is left out", node, info["device"], sorted(self.budgets))
-                continue
-            self.clients[node] = ClientInfo(node, info["partition-id"], info["device"], info["num-train"],
-                                            info["num-val"], info["num-test"])
-        if len(self.clients) < self.settings.min_clients:
-            raise ApfpError(f"only {len(self.clients)} usable nodes replied to the query round; "
-                            f"min-clients={self.settings.min_clients}")
-        self.history["clients"] = [c.__dict__ for c in sorted(self.clients.values(), key=_client_order)]
-        logger.info("query round: %d clients on devices %s", len(self.clients),
-                    sorted({c.device for c in self.clients.values()}))
+        self.clients = query_clients(grid, min_clients=self.settings.min_clients, data=self.data,
+                                     resolution=self.space.resolution, devices=self.budgets, timeout=timeout)
+        self.history["clients"] = [c.__dict__ for c in sorted(self.clients.values(), key=client_order)]
 
     # ------------------------------------------------------------------- train
     def _sample(self, server_round: int) -> list[ClientInfo]:
-        ordered = sorted(self.clients.values(), key=_client_order)
+        ordered = sorted(self.clients.values(), key=client_order)
         return sample_clients(ordered, self.settings.clients_per_round, self.settings.seed, server_round)
 
     def _surrogate_texts(self, devices: Iterable[str]) -> dict[str, str]:
@@ -198,7 +170,7 @@ class FederatedNasStrategy(Strategy):
             privacy=self.settings.privacy, device=client.device, settings=self.settings.training, space=self.space,
             data=self.data, candidates=tuple(candidates),
             surrogates={k: v for k, v in texts.items() if k == "accuracy" or k == LATENCY_PREFIX + client.device},
-            weights=weights,
+            weights=weights, clipping_norm=self.dp.clipping_norm if kind == "train" else 0.0,
         )
         message_type = MessageType.TRAIN if kind == "train" else MessageType.EVALUATE
         return Message(encode_instruction(instruction), dst_node_id=client.node_id, message_type=message_type,
@@ -261,30 +233,58 @@ class FederatedNasStrategy(Strategy):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate, aggregate, correct the surrogates, tell the search, merge weights; see the module doc."""
-        results, rejections, received = collect_replies(replies, self._sent, "train", self.settings.privacy)
+        """Validate, aggregate, correct the surrogates, tell the search, merge weights; see the module doc.
+
+        Like Flower's strategies, a round aggregates whatever valid replies arrived. When
+        the accepted reports come from fewer than ``min-train-nodes`` nodes, the round's
+        update is skipped. Its observations are recorded in the round record, but the
+        surrogates, the search state and the supernet keep their state. Observations of
+        earlier rounds always stay.
+        """
+        results, rejections, received = collect_replies(replies, self._sent, "train", self.settings.privacy,
+                                                        server_round)
         aggregated = check_aggregated(self.aggregate_reports(results), self.space, self.budgets)
+        nodes = len({r.node_id for r in results})
         before = surrogate_quality(aggregated, self.accuracy, self.latency)
-        self.observations.extend(aggregated)
-        self._refit()
-        after = surrogate_quality(aggregated, self.accuracy, self.latency)
-        self.search.tell([a.to_observation() for a in aggregated])
-        arrays = None
-        if self.settings.privacy == "weights" and results:
-            updates = [WeightUpdate(r.arch, r.weights, r.report.num_train, r.node_id) for r in results]
-            merged = self.aggregate_weights(updates)
-            check_merged_state(self.supernet, merged, self.settings.weight_aggregator)
-            self.supernet.load_state_dict(merged)
-            arrays = ArrayRecord(self.supernet.state_dict())
         self._round.update(
             accepted=len(results), rejected=len(rejections), rejections=[r.to_dict() for r in rejections],
-            observations=[a.to_dict() for a in aggregated], bytes_received=received,
-            surrogate_quality={"before": before, "after": after},
+            rejection_counts=count_rejections(rejections),
+            nodes={"sent": len(self._sent), "accepted": nodes}, observations=[a.to_dict() for a in aggregated],
+            bytes_received=received, surrogate_quality={"before": before, "after": before},
             client_time_s={"train": sum(r.report.train_s for r in results),
                            "measure": sum(r.report.measure_s for r in results)},
         )
-        return arrays, MetricRecord({"accepted": len(results), "rejected": len(rejections),
-                                     "observations": len(aggregated)})
+        metrics = MetricRecord({"accepted": len(results), "rejected": len(rejections),
+                                "observations": len(aggregated)})
+        if nodes < self.settings.min_train_nodes:
+            logger.warning("round %d: accepted reports from %d of %d nodes, fewer than min-train-nodes=%d; the "
+                           "round's update is skipped and the observations of earlier rounds are kept", server_round,
+                           nodes, len(self._sent), self.settings.min_train_nodes)
+            self._round["update"] = "skipped"
+            return None, metrics
+        self._round["update"] = "applied"
+        offset = len(self.observations)
+        self.observations.extend(aggregated)
+        self._refit()
+        self._round["surrogate_quality"]["after"] = surrogate_quality(aggregated, self.accuracy, self.latency)
+        self._round["outliers"] = self.flagged
+        told = [a for i, a in enumerate(aggregated) if offset + i not in self._flagged_index]
+        self.search.tell([a.to_observation() for a in told])
+        arrays = None
+        if self.settings.privacy == "weights" and results:
+            arrays = self._merge_weights(results)
+        return arrays, metrics
+
+    def _merge_weights(self, results: list[ClientResult]) -> ArrayRecord:
+        updates = [WeightUpdate(r.arch, r.weights, r.report.num_train, r.node_id) for r in results]
+        if self.dp.enabled:
+            merged, self._round["dp"] = dp_masked_fedavg(self.supernet, updates, self.dp, len(self._sent))
+            source = "dp-masked-fedavg"
+        else:
+            merged, source = self.aggregate_weights(updates), self.settings.weight_aggregator
+        check_merged_state(self.supernet, merged, source)
+        self.supernet.load_state_dict(merged)
+        return ArrayRecord(self.supernet.state_dict())
 
     # ---------------------------------------------------------------- evaluate
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -293,7 +293,7 @@ class FederatedNasStrategy(Strategy):
         rows = self.history["recommendations"]
         texts = self._surrogate_texts(sorted({c.device for c in self.clients.values()}))
         messages, self._sent, self._final = [], {}, {"bytes_sent": 0}
-        for client in sorted(self.clients.values(), key=_client_order):
+        for client in sorted(self.clients.values(), key=client_order):
             archs = list(dict.fromkeys(Architecture.from_dict(r["arch"]) for r in rows
                                        if r["device"] == client.device and r.get("arch") is not None))
             if not archs:
@@ -309,7 +309,7 @@ class FederatedNasStrategy(Strategy):
         results, rejections, received = collect_replies(replies, self._sent, "evaluate", self.settings.privacy)
         merge_final_scores(self.history["recommendations"], results, self.run.profiles)
         self._final.update(bytes_received=received, accepted=len(results), rejected=len(rejections),
-                           rejections=[r.to_dict() for r in rejections])
+                           rejections=[r.to_dict() for r in rejections], rejection_counts=count_rejections(rejections))
         return MetricRecord({"accepted": len(results), "rejected": len(rejections)})
 
     def summary(self) -> None:
@@ -318,6 +318,11 @@ class FederatedNasStrategy(Strategy):
         logger.info("FederatedNasStrategy: %d rounds, privacy %s, %s candidates per client, search %s, seed %d",
                     s.num_rounds, s.privacy, s.candidates_per_client, s.search_strategy, s.seed)
         logger.info("devices and budgets (ms): %s", {k: [round(b, 4) for b in v] for k, v in self.budgets.items()})
+        if s.failure_rate > 0:
+            logger.warning("failure injection is on: failure-rate %g, failure-modes %s", s.failure_rate, s.failure_modes)
+        if self.dp.enabled:
+            logger.info("differential privacy on the weight path: clipping norm %g, noise multiplier %g",
+                        self.dp.clipping_norm, self.dp.noise_multiplier)
 
     # -------------------------------------------------------------------- loop
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 3,
@@ -351,7 +356,7 @@ class FederatedNasStrategy(Strategy):
         tick = time.perf_counter()
         devices = sorted({c.device for c in self.clients.values()})
         self.history["recommendations"] = recommend_all(
-            self.space, {d: self.budgets[d] for d in devices}, [o.to_observation() for o in self.observations],
+            self.space, {d: self.budgets[d] for d in devices}, [o.to_observation() for o in self._kept_observations()],
             self._objective)
         recommended = time.perf_counter()
         if self.settings.export_onnx:
@@ -383,13 +388,13 @@ class FederatedNasStrategy(Strategy):
         self._round["timings_s"] = {"configure": configured - tick, "wait": received - configured,
                                     "aggregate": aggregated - received, "total": aggregated - tick}
         self.history["rounds"].append(self._round)
+        self.history["privacy"] = privacy_record(self.settings.privacy, self.dp, self.history["rounds"])
         self._checkpoint()
         self._round["timings_s"]["checkpoint"] = time.perf_counter() - aggregated
         if metrics is not None:
             result.train_metrics_clientapp[server_round] = metrics
-        logger.info("round %d: %d reports accepted, %d rejected, %.1f s", server_round, self._round["accepted"],
-                    self._round["rejected"], self._round["timings_s"]["total"])
+        counts = self._round["rejection_counts"]
+        logger.info("round %d: %d reports accepted, %d rejected%s, update %s, %.1f s", server_round,
+                    self._round["accepted"], self._round["rejected"], f" {counts}" if counts else "",
+                    self._round["update"], self._round["timings_s"]["total"])
 
-
-def _client_order(client: ClientInfo) -> tuple[int, int]:
-    return client.partition, client.node_id

@@ -111,6 +111,9 @@ def resolve_weight_aggregator(spec: str | WeightAggregator | None) -> WeightAggr
         return spec
     if spec in BUILTIN_WEIGHT_AGGREGATORS:
         return BUILTIN_WEIGHT_AGGREGATORS[spec]
+    if ":" not in spec:
+        raise ReportError(f"unknown weight-aggregator {spec!r}; built-in names: {sorted(BUILTIN_WEIGHT_AGGREGATORS)}, "
+                          "or give 'package.module:name'")
     target = load_object(spec, "weight-aggregator")
     if isinstance(target, type):
         target = target()

@@ -5,7 +5,9 @@
 whose ``config.toml`` names the SuperLink connection, runs ``flwr`` commands against
 it, and on exit stops everything it started: each started process and all of its
 descendants (found through ``/proc``, including those in the session it created),
-first with SIGTERM and then, after a grace period, with SIGKILL.
+first with SIGTERM and then, after a grace period, with SIGKILL. With :class:`TlsFiles`
+the SuperLink serves HTTPS and can require SuperNode authentication; without, it runs
+with ``--insecure``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,6 +39,15 @@ HOST = "127.0.0.1"
 
 class FlowerProcessError(ApfpError, RuntimeError):
     """A Flower process failed to start, exited early, or a run did not finish."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS SuperLink: the CA certificate, and the server's certificate and private key."""
+
+    ca_certificate: Path
+    server_certificate: Path
+    server_key: Path
 
 
 def free_port() -> int:
@@ -111,8 +124,15 @@ def stop_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
-    """Return this process's environment with a private FLWR_HOME and telemetry and installs off."""
+    """Return this process's environment with a private FLWR_HOME and telemetry and installs off.
+
+    The folder of this Python's console scripts goes first on PATH, because the SuperLink
+    starts ``flower-superexec`` by name and a test runner may be started without
+    activating the virtual environment.
+    """
     env = dict(os.environ)
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([scripts] + [p for p in env.get("PATH", "").split(os.pathsep) if p != scripts])
     env.update(
         FLWR_HOME=str(flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         FLWR_DISABLE_UPDATE_CHECK="1",
@@ -129,9 +149,13 @@ class FlowerProcesses:
     ``log_dir``.
     """
 
-    def __init__(self, log_dir: Path, *, simulation: bool) -> None:
+    def __init__(self, log_dir: Path, *, simulation: bool, tls: TlsFiles | None = None,
+                 supernode_auth: bool = False) -> None:
+        if supernode_auth and tls is None:
+            raise FlowerProcessError("SuperNode authentication needs TLS; pass tls=TlsFiles(...)")
         self.log_dir = Path(log_dir)
         self.simulation = simulation
+        self.tls, self.supernode_auth = tls, supernode_auth
         self.port = free_port()
         self.flwr_home = Path(tempfile.mkdtemp(prefix="apfp-flwr-home-"))
         self.env = flower_env(self.flwr_home)
@@ -145,11 +169,13 @@ class FlowerProcesses:
     def __enter__(self) -> "FlowerProcesses":
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+            security = "insecure = true" if self.tls is None else (
+                f'root-certificates = "{Path(self.tls.ca_certificate).resolve()}"')
             (self.flwr_home / "config.toml").write_text(
                 f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-                f'address = "{self.address}"\ninsecure = true\n', encoding="utf-8")
-            command = [executable("flower-superlink"), "--insecure", "--host", HOST, "--port", str(self.port),
-                       "--disable-runtime-dependency-installation"]
+                f'address = "{self.address}"\n{security}\n', encoding="utf-8")
+            command = [executable("flower-superlink"), *self._superlink_security(), "--host", HOST,
+                       "--port", str(self.port), "--disable-runtime-dependency-installation"]
             if self.simulation:
                 command.append("--simulation")
             self.superlink = self.spawn(command, "superlink.log")
@@ -172,13 +198,31 @@ class FlowerProcesses:
         logger.info("started %s (pid %d)", Path(command[0]).name, process.pid)
         return process
 
-    def start_supernode(self, node_config: str, log_name: str) -> subprocess.Popen:
-        """Start an insecure SuperNode with ``--node-config node_config`` connected to this SuperLink.
+    def _superlink_security(self) -> list[str]:
+        if self.tls is None:
+            return ["--insecure"]
+        files = ["--ssl-ca-certfile", str(self.tls.ca_certificate), "--ssl-certfile",
+                 str(self.tls.server_certificate), "--ssl-keyfile", str(self.tls.server_key)]
+        return files + (["--enable-supernode-auth"] if self.supernode_auth else [])
 
-        Each SuperNode gets its own FLWR_HOME (where it installs the app) under this one.
+    def stop(self, process: subprocess.Popen) -> None:
+        """Stop one process started here (and its descendants) before the others."""
+        stop_tree(process)
+        if process in self.processes:
+            self.processes.remove(process)
+
+    def start_supernode(self, node_config: str, log_name: str, private_key: Path | None = None) -> subprocess.Popen:
+        """Start a SuperNode with ``--node-config node_config`` connected to this SuperLink.
+
+        It trusts the SuperLink's CA under TLS (insecure otherwise) and authenticates with
+        ``private_key`` (an OpenSSH EC private key) when given. Each SuperNode gets its own
+        FLWR_HOME (where it installs the app) under this one.
         """
         home = Path(tempfile.mkdtemp(prefix="supernode-", dir=self.flwr_home))
-        return self.spawn([executable("flower-supernode"), "--insecure", "--superlink", self.address,
+        security = ["--insecure"] if self.tls is None else ["--root-certificates", str(self.tls.ca_certificate)]
+        if private_key is not None:
+            security += ["--auth-supernode-private-key", str(private_key)]
+        return self.spawn([executable("flower-supernode"), *security, "--superlink", self.address,
                            "--port", str(free_port()), "--node-config", node_config], log_name,
                           env=flower_env(home))
 
@@ -188,8 +232,12 @@ class FlowerProcesses:
             if self.superlink.poll() is not None:
                 raise FlowerProcessError(f"flower-superlink exited with code {self.superlink.returncode}; see "
                                          f"{self.log_dir / 'superlink.log'}")
+            scheme, context = "http", None
+            if self.tls is not None:
+                scheme, context = "https", ssl.create_default_context(cafile=str(self.tls.ca_certificate))
             try:
-                with urllib.request.urlopen(f"http://{self.address}/health", timeout=1.0) as response:
+                with urllib.request.urlopen(f"{scheme}://{self.address}/health", timeout=1.0,
+                                            context=context) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import tomli_w
 
+from nas.errors import ApfpError
 from simulations.processes import CONNECTION, FlowerProcesses, FlowerProcessError
 from simulations.scenario import ScenarioError, load_scenario, with_overrides
 
@@ -62,6 +63,25 @@ def build_run_config(
     return config
 
 
+def check_run_config(config: Mapping[str, Any], scenario_name: str) -> None:
+    """Raise :class:`ScenarioError` for run-config values the ServerApp or a ClientApp would reject.
+
+    Checks the server settings (including failure injection and differential privacy)
+    and that every name in ``device-profiles`` is a known profile, so a bad value fails
+    here, with its name, instead of inside the Flower run.
+    """
+    from fl_server.app import ServerSettings
+    from hw_profiles import load_profile
+
+    try:
+        ServerSettings.from_run_config(config)
+        for name in str(config.get("device-profiles", "")).split(","):
+            if name.strip():
+                load_profile(name.strip())
+    except ApfpError as error:
+        raise ScenarioError(f"scenario {scenario_name!r}: {error}") from None
+
+
 def simulate(
     scenario_path: str | Path,
     *,
@@ -95,6 +115,7 @@ def simulate(
         data_root=Path(data_root).resolve() if data_root is not None else None, resume=resume,
         allowed=app_config_keys(app),
     )
+    check_run_config(config, scenario.name)
     config_file = output / "run-config.toml"
     config_file.write_text(tomli_w.dumps(config), encoding="utf-8")
     report = output / REPORT_FILE
