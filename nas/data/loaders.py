@@ -97,7 +97,13 @@ def read_npz(path: Path, source: str) -> dict[str, np.ndarray]:
     except DatasetError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DatasetError(f"{source}: cannot read {str(path)!r} as an npz archive: {error}") from error
+        # NumPy suggests allow_pickle=True for a non-npz file; pickles are never loaded
+        # here, so its message is replaced by the fix that applies.
+        reason = "it is not an npz archive" if "allow_pickle" in str(error) else str(error)
+        raise DatasetError(
+            f"{source}: cannot read {str(path)!r} as an npz archive ({reason}); "
+            "replace it with an uncorrupted MedMNIST-layout .npz file"
+        ) from error
 
 
 def load_npz_dataset(argument: str, options: LoadOptions) -> DatasetSplits:
