@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -161,24 +161,33 @@ def load_object(spec: str, what: str) -> Any:
     return target
 
 
-def resolve_report_aggregator(spec: str | ReportAggregator | None) -> ReportAggregator:
-    """Return the aggregator for a built-in name, an import path, a callable, or None (default)."""
+def resolve_plugin(spec: Any, builtins: Mapping[str, Any], default: Any, kind: str) -> Any:
+    """Return the callable named by ``spec``: None or "" (``default``), a callable, a name in
+    ``builtins``, or a ``package.module:name`` import path (a class is instantiated).
+
+    ``kind`` is the run-config key, used in log lines and errors.
+    """
     if spec is None or spec == "":
-        return weighted_median
+        return default
     if callable(spec):
         return spec
-    if spec in BUILTIN_REPORT_AGGREGATORS:
-        return BUILTIN_REPORT_AGGREGATORS[spec]
+    if spec in builtins:
+        return builtins[spec]
     if ":" not in spec:
-        raise ReportError(f"unknown report-aggregator {spec!r}; built-in names: {sorted(BUILTIN_REPORT_AGGREGATORS)}, "
+        raise ReportError(f"unknown {kind} {spec!r}; built-in names: {sorted(builtins)}, "
                           "or give 'package.module:name'")
-    target = load_object(spec, "report-aggregator")
+    target = load_object(spec, kind)
     if isinstance(target, type):
         target = target()
     if not callable(target):
-        raise ReportError(f"report-aggregator {spec!r} is not callable; give a function or a class with __call__")
-    logger.info("report aggregator: %s", spec)
+        raise ReportError(f"{kind} {spec!r} is not callable; give a function or a class with __call__")
+    logger.info("%s: %s", kind, spec)
     return target
+
+
+def resolve_report_aggregator(spec: str | ReportAggregator | None) -> ReportAggregator:
+    """Return the aggregator for a built-in name, an import path, a callable, or None (default)."""
+    return resolve_plugin(spec, BUILTIN_REPORT_AGGREGATORS, weighted_median, "report-aggregator")
 
 
 def check_aggregated(reports: Any, space: Any, devices: Any) -> list[AggregatedReport]:

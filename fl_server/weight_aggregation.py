@@ -27,7 +27,7 @@ import torch
 from nas.errors import ReportError
 from nas.space import Architecture
 from nas.supernet import ElasticSupernet
-from fl_server.report_aggregation import load_object
+from fl_server.report_aggregation import resolve_plugin
 
 logger = logging.getLogger(__name__)
 
@@ -105,22 +105,7 @@ BUILTIN_WEIGHT_AGGREGATORS: dict[str, WeightAggregator] = {"masked-fedavg": mask
 
 def resolve_weight_aggregator(spec: str | WeightAggregator | None) -> WeightAggregator:
     """Return the aggregator for a built-in name, an import path, a callable, or None (default)."""
-    if spec is None or spec == "":
-        return masked_fedavg
-    if callable(spec):
-        return spec
-    if spec in BUILTIN_WEIGHT_AGGREGATORS:
-        return BUILTIN_WEIGHT_AGGREGATORS[spec]
-    if ":" not in spec:
-        raise ReportError(f"unknown weight-aggregator {spec!r}; built-in names: {sorted(BUILTIN_WEIGHT_AGGREGATORS)}, "
-                          "or give 'package.module:name'")
-    target = load_object(spec, "weight-aggregator")
-    if isinstance(target, type):
-        target = target()
-    if not callable(target):
-        raise ReportError(f"weight-aggregator {spec!r} is not callable; give a function or a class with __call__")
-    logger.info("weight aggregator: %s", spec)
-    return target
+    return resolve_plugin(spec, BUILTIN_WEIGHT_AGGREGATORS, masked_fedavg, "weight-aggregator")
 
 
 def check_merged_state(supernet: ElasticSupernet, merged: Mapping[str, torch.Tensor], source: str) -> None:
