@@ -118,7 +118,9 @@ def plot_federated(history: Mapping[str, Any], folder: Path) -> list[Path]:
 
 def _plot_pareto(history: Mapping[str, Any], folder: Path) -> Path:
     observations = _observations(history)
-    devices = sorted(history.get("budgets_ms", {}))
+    # A profile of the run directory that no client used has nothing to draw.
+    used = {o["device"] for o in observations} | {r["device"] for r in history.get("recommendations", [])}
+    devices = sorted(d for d in history.get("budgets_ms", {}) if d in used)
     figure, axes = plt.subplots(1, max(1, len(devices)), figsize=(4.5 * max(1, len(devices)), 3.6), squeeze=False)
     for axis, device in zip(axes[0], devices):
         points = [o for o in observations if o["device"] == device]
