@@ -23,6 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from nas.errors import ApfpError
 from nas.search import available_strategies
+from nas.search.recommend import DEFAULT_LATENCY_MARGIN
 from fl_client.faults import FAILURE_MODES, FaultSettings
 from fl_server.dp import DpSettings
 from fl_server.messages import PRIVACY_MODES, DataSpec, TrainingSettings
@@ -55,6 +56,8 @@ class ServerSettings:
     failures (:mod:`fl_client.faults`). dp_clipping_norm and dp_noise_multiplier
     (``dp-clipping-norm``, ``dp-noise-multiplier``) turn on central differential privacy
     on the weight path of the ``weights`` mode (:mod:`fl_server.dp`).
+    recommend_margin (``recommend-margin``): safety margin of the recommendations, a
+    fraction of the measured latency (:func:`nas.search.recommend.recommend`).
     """
 
     run_dir: Path
@@ -86,6 +89,7 @@ class ServerSettings:
     failure_modes: str = ",".join(FAILURE_MODES)
     dp_clipping_norm: float = 0.0
     dp_noise_multiplier: float = 0.0
+    recommend_margin: float = DEFAULT_LATENCY_MARGIN
 
     def __post_init__(self) -> None:
         for name, minimum in (("num_rounds", 1), ("stop_after_round", 0), ("seed", 0), ("min_clients", 1),
@@ -95,6 +99,9 @@ class ServerSettings:
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 key = name.replace("_", "-")
                 raise ApfpError(f"run config {key}={value!r} is invalid; use an integer >= {minimum}")
+        if not 0.0 <= self.recommend_margin < 1.0:
+            raise ApfpError(f"run config recommend-margin={self.recommend_margin!r} is invalid; use a fraction in "
+                            "[0, 1), e.g. 0.1")
         if self.privacy not in PRIVACY_MODES:
             raise ApfpError(f"run config privacy={self.privacy!r} is invalid; allowed values: {PRIVACY_MODES}")
         if not math.isfinite(self.round_timeout_s) or self.round_timeout_s <= 0:
@@ -158,6 +165,7 @@ class ServerSettings:
             export_onnx=get("export-onnx", True), min_train_nodes=get("min-train-nodes", 1),
             failure_rate=get("failure-rate", 0.0), failure_modes=get("failure-modes", ",".join(FAILURE_MODES)),
             dp_clipping_norm=get("dp-clipping-norm", 0.0), dp_noise_multiplier=get("dp-noise-multiplier", 0.0),
+            recommend_margin=get("recommend-margin", DEFAULT_LATENCY_MARGIN),
         )
 
     def data_spec(self, run_settings: Mapping[str, Any]) -> DataSpec:

@@ -27,7 +27,7 @@ from nas.errors import ApfpError, SearchError
 from nas.export import export_onnx
 from nas.finetune import recalibrate_bn
 from nas.search import Objective, Observation
-from nas.search.recommend import recommend
+from nas.search.recommend import DEFAULT_LATENCY_MARGIN, recommend
 from nas.space import Architecture, SearchSpace
 from nas.supernet import ElasticSupernet
 from fl_server.validation import ClientResult
@@ -40,13 +40,18 @@ def recommend_all(
     budgets: Mapping[str, Sequence[float]],
     observations: Sequence[Observation],
     objective_factory: Callable[[str, float], Objective],
+    latency_margin: float = DEFAULT_LATENCY_MARGIN,
 ) -> list[dict[str, Any]]:
-    """Return one table row per (device, budget); infeasible budgets get ``source`` "infeasible"."""
+    """Return one table row per (device, budget); infeasible budgets get ``source`` "infeasible".
+
+    ``latency_margin`` is the safety margin of :func:`nas.search.recommend.recommend`.
+    """
     rows = []
     for device, device_budgets in budgets.items():
         for budget in sorted(float(b) for b in device_budgets):
             try:
-                (choice,) = recommend(space, {device: [budget]}, observations, objective_factory)
+                (choice,) = recommend(space, {device: [budget]}, observations, objective_factory,
+                                      latency_margin=latency_margin)
             except SearchError as error:
                 logger.warning("no recommendation for %s at %g ms: %s", device, budget, error)
                 rows.append({"device": device, "budget_ms": budget, "arch": None, "source": "infeasible",

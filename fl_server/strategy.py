@@ -357,7 +357,7 @@ class FederatedNasStrategy(Strategy):
         devices = sorted({c.device for c in self.clients.values()})
         self.history["recommendations"] = recommend_all(
             self.space, {d: self.budgets[d] for d in devices}, [o.to_observation() for o in self._kept_observations()],
-            self._objective)
+            self._objective, self.settings.recommend_margin)
         recommended = time.perf_counter()
         if self.settings.export_onnx:
             calibration = calibration_split(self.run.settings, self.space.resolution)

@@ -93,6 +93,7 @@ def test_unknown_profile_named() -> None:
         ("privacy", "everything", r"privacy='everything' is invalid; allowed values"),
         ("failure-modes", "raise,crash", r"failure-modes='raise,crash' is invalid; use a comma list"),
         ("num-rounds", 0, r"num-rounds=0 is invalid; use an integer >= 1"),
+        ("recommend-margin", 1.0, r"recommend-margin=1.0 is invalid; use a fraction in \[0, 1\)"),
     ],
 )
 def test_unknown_setting_named(tmp_path: Path, key: str, value, message: str) -> None:
@@ -103,7 +104,7 @@ def test_unknown_setting_named(tmp_path: Path, key: str, value, message: str) ->
 def app_dir(tmp_path: Path) -> Path:
     """Return a Flower app folder with this repository's pyproject plus any run-config key it does not declare."""
     keys = {"failure-rate": 0.0, "failure-modes": ",".join(FAILURE_MODES), "min-train-nodes": 1,
-            "dp-clipping-norm": 0.0, "dp-noise-multiplier": 0.0}
+            "dp-clipping-norm": 0.0, "dp-noise-multiplier": 0.0, "recommend-margin": 0.1}
     missing = {k: v for k, v in keys.items() if k not in app_config_keys(REPO_ROOT)}
     app = tmp_path / "app"
     app.mkdir()

@@ -161,7 +161,7 @@ def test_recommend_prefers_observed_then_surrogate():
         Observation(archs[2], "fast", 0.95, 2 * high, weight=100),  # too slow for every budget
         Observation(archs[3], "slow", 0.99, 0.1, weight=100),  # other device
     ]
-    table = recommend(SPACE, {"fast": [high, low]}, observations, objective_factory)
+    table = recommend(SPACE, {"fast": [high, low]}, observations, objective_factory, latency_margin=0.0)
     assert [(r.device, r.budget_ms) for r in table] == [("fast", low), ("fast", high)]
 
     surrogate_row, observed_row = table
@@ -188,10 +188,29 @@ def test_recommend_merges_and_breaks_ties():
         Observation(b, "fast", 0.875, 0.125, weight=4),  # same accuracy, lower latency: wins the tie
         Observation(c, "fast", 0.75, 0.0625, weight=4),
     ]
-    (row,) = recommend(SPACE, {"fast": [budget]}, observations, objective_factory)
+    (row,) = recommend(SPACE, {"fast": [budget]}, observations, objective_factory, latency_margin=0.0)
     assert row.arch == b
     assert row.observed_accuracy == 0.875
     assert row.source == "observed"
+
+
+def test_recommend_keeps_a_latency_margin_when_a_measured_fit_allows():
+    rng = np.random.default_rng(9)
+    edge, safe = list(dict.fromkeys(SPACE.sample(rng) for _ in range(6)))[:2]
+    budget = FAST_DEVICE.budgets_ms[2]
+    observations = [
+        Observation(edge, "fast", 0.90, 0.95 * budget, weight=1),  # best, but within 5% of the budget
+        Observation(safe, "fast", 0.85, 0.80 * budget, weight=1),
+    ]
+    (row,) = recommend(SPACE, {"fast": [budget]}, observations, objective_factory, latency_margin=0.1)
+    assert (row.arch, row.source) == (safe, "observed")
+    (row,) = recommend(SPACE, {"fast": [budget]}, observations, objective_factory, latency_margin=0.0)
+    assert row.arch == edge
+    # Without any fit inside the margin, a measured fit within the plain budget still beats the surrogates.
+    (row,) = recommend(SPACE, {"fast": [budget]}, observations[:1], objective_factory, latency_margin=0.1)
+    assert (row.arch, row.source) == (edge, "observed")
+    with pytest.raises(SearchError, match=r"latency_margin=1\.5 is invalid"):
+        recommend(SPACE, {"fast": [budget]}, observations, objective_factory, latency_margin=1.5)
 
 
 def test_recommend_surrogate_ignores_uncertainty_bonus():

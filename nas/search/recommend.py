@@ -2,9 +2,10 @@
 
 Measured results win over predictions: for each (device, budget) the table takes
 the architecture with the best observed accuracy among those whose observed
-latency on that device meets the budget. Only where no measured architecture fits
-does it fall back to the surrogates, searching for the best predicted accuracy
-(no uncertainty bonus) under the predicted-latency budget.
+latency on that device meets the budget with a safety margin, because a second
+measurement on the same device can come out slower than the first. Only where no
+measured architecture fits does it fall back to the surrogates, searching for the
+best predicted accuracy (no uncertainty bonus) under the predicted-latency budget.
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ from nas.search.evaluator import Evaluator
 from nas.search.objective import MeasuredArch, Objective, Observation, summarize_observations
 from nas.space import Architecture, SearchSpace
 
-__all__ = ["Recommendation", "recommend", "SOURCES"]
+__all__ = ["Recommendation", "recommend", "SOURCES", "DEFAULT_LATENCY_MARGIN"]
 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("observed", "surrogate")
+
+#: Default safety margin of the observed choice, a fraction of the measured latency:
+#: 0.1 keeps a recommendation within its budget when the device measures it up to
+#: 10% slower next time (the re-measurement spread of small subnets on shared CPUs).
+DEFAULT_LATENCY_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ def recommend(
     objective_factory: ObjectiveFactory,
     *,
     strategy: SearchStrategy | None = None,
+    latency_margin: float = DEFAULT_LATENCY_MARGIN,
 ) -> list[Recommendation]:
     """Return one recommendation per (device, budget), devices in mapping order, budgets ascending.
 
@@ -84,9 +91,11 @@ def recommend(
     rather than explores.
 
     Observed choice: observations are merged per (device, architecture) (weighted
-    mean accuracy, median latency). Among merged results with latency <= budget, the
-    highest accuracy wins. Ties go to the lower observed latency, then to the larger
-    total weight, then to the architecture observed first.
+    mean accuracy, median latency). Among merged results with
+    ``latency * (1 + latency_margin) <= budget``, the highest accuracy wins. Ties go
+    to the lower observed latency, then to the larger total weight, then to the
+    architecture observed first. Where no result fits with the margin, the same rule
+    runs without it (an observed fit beats a predicted one).
 
     Surrogate choice: ``strategy.ask(1, ...)`` under the budget. The default is a
     fresh seed-0 :class:`~nas.search.annealing.SimulatedAnnealing` that has received
@@ -95,6 +104,8 @@ def recommend(
     :class:`SearchError` if a budget is below the fastest predicted latency of the
     device.
     """
+    if not isinstance(latency_margin, (int, float)) or not 0.0 <= latency_margin < 1.0:
+        raise SearchError(f"latency_margin={latency_margin!r} is invalid; use a fraction in [0, 1), e.g. 0.1")
     merged = summarize_observations(observations)
     for measured in merged:
         space.validate(measured.arch)
@@ -112,14 +123,17 @@ def recommend(
                     f"objective_factory({device!r}, {budget:g}) returned an objective for "
                     f"{objective.device!r} at {objective.budget_ms:g} ms; return one for the requested pair"
                 )
-            table.append(_recommend_one(space, on_device, objective, strategy))
+            table.append(_recommend_one(space, on_device, objective, strategy, float(latency_margin)))
     return table
 
 
 def _recommend_one(
-    space: SearchSpace, on_device: list[MeasuredArch], objective: Objective, strategy: SearchStrategy
+    space: SearchSpace, on_device: list[MeasuredArch], objective: Objective, strategy: SearchStrategy,
+    latency_margin: float,
 ) -> Recommendation:
-    fitting = [m for m in on_device if m.latency_ms <= objective.budget_ms]
+    fitting = [m for m in on_device if m.latency_ms * (1.0 + latency_margin) <= objective.budget_ms]
+    if not fitting:
+        fitting = [m for m in on_device if m.latency_ms <= objective.budget_ms]
     fitting.sort(key=lambda m: (-m.accuracy, m.latency_ms, -m.weight))
     evaluator = Evaluator(objective)
     if fitting:
