@@ -12,7 +12,8 @@ strings, as :func:`fl_server.messages.payload_bytes` counts them). From them:
   and data loading). Round 1 also pays for starting the simulated clients, so the
   steady-state figures use the later rounds;
 * the bytes sent per client against the size of its candidates' subnet weights
-  plus the surrogate texts it receives. The texts are the accuracy surrogate,
+  plus the surrogate texts it receives, counted uncompressed (they travel
+  zlib-compressed, see :mod:`fl_server.messages`). The texts are the accuracy surrogate,
   corrected as the server had it in that round, and the device's latency
   surrogate. Both sizes are recomputed here from the run directory and the
   observations of the earlier rounds.
@@ -143,7 +144,8 @@ def run(args: argparse.Namespace) -> Outcome:
                f"<= {BYTES_SLACK} (5% for per-tensor headers and configuration strings)", ratio,
                _at_most(ratio, BYTES_SLACK),
                "payload bytes: each tensor travels as a NumPy .npy buffer with its own header of about 128 "
-               "bytes, and the configuration strings (space, data spec, candidates) come on top"),
+               "bytes, and the configuration strings (space, data spec, candidates) come on top; the surrogate "
+               "texts count uncompressed here and travel zlib-compressed"),
         Target("stage-2 recommendations meeting the budget", "100% (measured by the clients)", budgets["met_share"],
                budgets["met_share"] is not None and budgets["met_share"] >= 1.0,
                f"with the profile tolerance: {percent(budgets['met_share_with_tolerance'])}"),

@@ -22,13 +22,34 @@ NAMES = ("search_quality", "accuracy_surrogate", "latency_surrogate", "cost", "f
 
 
 def load_latest(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """Return the result to show per benchmark: full, else full per-dataset parts merged, else quick."""
     found = {}
     for name in NAMES:
-        for candidate in (results_dir / f"{name}.json", results_dir / f"{name}-quick.json"):
-            if candidate.is_file():
-                found[name] = json.loads(candidate.read_text("utf-8"))
-                break
+        full, quick = results_dir / f"{name}.json", results_dir / f"{name}-quick.json"
+        parts = sorted(p for p in results_dir.glob(f"{name}-*.json") if p != quick)
+        if full.is_file():
+            found[name] = json.loads(full.read_text("utf-8"))
+        elif parts:
+            found[name] = merge_parts([json.loads(p.read_text("utf-8")) for p in parts])
+        elif quick.is_file():
+            found[name] = json.loads(quick.read_text("utf-8"))
     return found
+
+
+def merge_parts(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Merge results of one benchmark run per dataset (``--datasets X --output <name>-X.json``).
+
+    The per-dataset results and the targets are joined; ``parts`` keeps every run's
+    own record, so each keeps its provenance line.
+    """
+    merged = dict(parts[0])
+    merged["results"] = {"datasets": {}}
+    merged["targets"] = []
+    for part in parts:
+        merged["results"]["datasets"].update(part["results"]["datasets"])
+        merged["targets"] = merged["targets"] + part["targets"]
+    merged["parts"] = list(parts)
+    return merged
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -57,6 +78,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def provenance(result: dict[str, Any]) -> str:
+    if "parts" in result:
+        return "\n\n".join(provenance(part) for part in result["parts"])
     machine, git = result["machine"], result["git"]
     kind = "quick run (small settings)" if result["quick"] else "full run"
     load = result.get("load_average", {})

@@ -7,9 +7,11 @@ Every message the server sends is a fresh ``RecordDict`` built for one client:
   ``max-steps``), ``space`` (search-space JSON), ``candidates`` (JSON list of
   ``{"id": str, "arch": space.arch_to_wire(arch)}``) and ``data`` (JSON object that
   names the private data the client loads; see :class:`DataSpec`).
-* ``ArrayRecord "surrogates"``: surrogate texts as 1-D ``uint8`` arrays under
-  ``"accuracy"`` and ``"latency/<profile>"`` (texts can exceed what one
-  ``ConfigRecord`` should carry; arrays are chunked by Flower).
+* ``ArrayRecord "surrogates"``: surrogate texts, UTF-8 compressed with zlib (about
+  3x smaller), as 1-D ``uint8`` arrays under ``"accuracy"`` and
+  ``"latency/<profile>"`` (texts can exceed what one ``ConfigRecord`` should
+  carry; arrays are chunked by Flower). A text that inflates beyond
+  :data:`MAX_SURROGATE_BYTES` is refused.
 * ``ArrayRecord "arrays"``: every candidate's subnet weights under
   ``"<candidate id>/<subnet state key>"``.
 
@@ -24,9 +26,11 @@ in :mod:`fl_server.validation`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -59,6 +63,8 @@ EVAL_KEY = {"train": "num_val", "evaluate": "num_test"}
 AUDIT_FIELDS = ("mia_auc", "mia_auc_finetuned")
 #: Message config key of the DP clipping norm; the key Flower's DP mods and wrappers use.
 CLIPPING_NORM = "clipping_norm"
+#: Largest surrogate text a client inflates, in bytes (a LightGBM text is a few MB).
+MAX_SURROGATE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -181,10 +187,7 @@ def encode_instruction(instruction: Instruction) -> RecordDict:
     )
     if instruction.clipping_norm > 0:
         config[CLIPPING_NORM] = float(instruction.clipping_norm)
-    surrogates = ArrayRecord(
-        {name: Array(np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy())
-         for name, text in instruction.surrogates.items()}
-    )
+    surrogates = ArrayRecord({name: Array(_compress(text)) for name, text in instruction.surrogates.items()})
     arrays = ArrayRecord()
     for cid, state in instruction.weights.items():
         if cid not in ids:
@@ -192,6 +195,27 @@ def encode_instruction(instruction: Instruction) -> RecordDict:
         for key, value in state.items():
             arrays[f"{cid}/{key}"] = Array(np.asarray(value, order="C"))
     return RecordDict({CONFIG: config, SURROGATES: surrogates, ARRAYS: arrays})
+
+
+@functools.lru_cache(maxsize=16)
+def _compress(text: str) -> np.ndarray:
+    """Return ``text`` as zlib-compressed UTF-8 bytes; cached, as every client of a round gets the same texts."""
+    array = np.frombuffer(zlib.compress(text.encode("utf-8"), 1), dtype=np.uint8).copy()
+    array.flags.writeable = False
+    return array
+
+
+def _inflate(name: str, data: bytes) -> str:
+    """Undo :func:`_compress`; refuse corrupt data and texts above :data:`MAX_SURROGATE_BYTES`."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(data, MAX_SURROGATE_BYTES)
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise ReportError(f"surrogate {name!r} is truncated or inflates beyond {MAX_SURROGATE_BYTES} bytes")
+        return raw.decode("utf-8")
+    except (zlib.error, UnicodeDecodeError) as error:
+        raise ReportError(f"surrogate {name!r} is not zlib-compressed UTF-8 text ({error}); the server and client "
+                          "must run the same APFP-NAS version") from error
 
 
 def decode_instruction(content: RecordDict) -> Instruction:
@@ -218,7 +242,7 @@ def decode_instruction(content: RecordDict) -> Instruction:
             values = array.numpy()
             if values.dtype != np.uint8 or values.ndim != 1:
                 raise ReportError(f"surrogate {name!r} must be a 1-D uint8 array, got {values.dtype} {values.shape}")
-            surrogates[name] = values.tobytes().decode("utf-8")
+            surrogates[name] = _inflate(name, values.tobytes())
     ids = {c.id for c in candidates}
     weights: dict[str, dict[str, np.ndarray]] = {}
     if ARRAYS in content.array_records:

@@ -32,6 +32,8 @@ __all__ = [
     "count_macs",
     "count_params",
     "count_macs_of_module",
+    "fixed_macs",
+    "fixed_params",
 ]
 
 
@@ -77,12 +79,14 @@ def count_macs(space: SearchSpace, arch: Architecture) -> int:
 
     Raises :class:`nas.errors.InvalidArchitectureError` if ``arch`` is not in ``space``.
     """
-    layout = space.block_layout(arch)
+    return fixed_macs(space) + sum(block_macs(spec) for spec in space.block_layout(arch))
+
+
+def fixed_macs(space: SearchSpace) -> int:
+    """Return the multiply-accumulates every subnet of ``space`` shares: stem, head and classifier."""
     macs = _conv_macs(space.in_channels, space.stem_width, 3, space.stem_resolution)
-    macs += sum(block_macs(spec) for spec in layout)
     macs += _conv_macs(_head_width_in(space), space.head_width, 1, space.final_resolution)
-    macs += space.head_width * space.num_classes
-    return macs
+    return macs + space.head_width * space.num_classes
 
 
 def count_params(space: SearchSpace, arch: Architecture) -> int:
@@ -90,12 +94,14 @@ def count_params(space: SearchSpace, arch: Architecture) -> int:
 
     Raises :class:`nas.errors.InvalidArchitectureError` if ``arch`` is not in ``space``.
     """
-    layout = space.block_layout(arch)
+    return fixed_params(space) + sum(block_params(spec) for spec in space.block_layout(arch))
+
+
+def fixed_params(space: SearchSpace) -> int:
+    """Return the parameters every subnet of ``space`` shares: stem, head and classifier."""
     params = space.in_channels * space.stem_width * 9 + _bn_params(space.stem_width)
-    params += sum(block_params(spec) for spec in layout)
     params += _head_width_in(space) * space.head_width + _bn_params(space.head_width)
-    params += space.head_width * space.num_classes + space.num_classes
-    return params
+    return params + space.head_width * space.num_classes + space.num_classes
 
 
 def count_macs_of_module(model: nn.Module, input_shape: Sequence[int]) -> int:

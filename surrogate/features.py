@@ -28,11 +28,12 @@ under another version.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
 
-from nas.complexity import block_macs, block_params, count_macs, count_params
+from nas.complexity import block_macs, block_params, fixed_macs, fixed_params
 from nas.errors import InvalidArchitectureError
 from nas.space import Architecture, BlockSpec, SearchSpace
 
@@ -78,7 +79,9 @@ def _activation_elements(spec: BlockSpec) -> int:
     return expanded + depthwise + projected
 
 
-def _row(space: SearchSpace, arch: Architecture) -> list[float]:
+@functools.lru_cache(maxsize=65536)
+def _row(space: SearchSpace, arch: Architecture) -> tuple[float, ...]:
+    """Return one architecture's feature row; cached, because a search scores the same ones again."""
     layout = space.block_layout(arch)  # Raises InvalidArchitectureError for a foreign arch.
     num_stages, max_depth = space.num_stages, space.max_depth
     kernels = np.zeros((num_stages, max_depth))
@@ -100,7 +103,7 @@ def _row(space: SearchSpace, arch: Architecture) -> list[float]:
     row: list[float] = [float(d) for d in arch.depths]
     row += kernels.ravel().tolist()
     row += expands.ravel().tolist()
-    row += [count_macs(space, arch) / 1e6, count_params(space, arch) / 1e3]
+    row += [(fixed_macs(space) + block_macs_total) / 1e6, (fixed_params(space) + float(stage_params.sum())) / 1e3]
     row += (stage_macs / 1e6).tolist()
     row += (stage_params / 1e3).tolist()
     row += [
@@ -114,7 +117,7 @@ def _row(space: SearchSpace, arch: Architecture) -> list[float]:
         float(np.mean([spec.kernel for spec in layout])) if blocks else 0.0,
         float(np.mean([spec.expand for spec in layout])) if blocks else 0.0,
     ]
-    return row
+    return tuple(row)
 
 
 def arch_features(space: SearchSpace, archs: Sequence[Architecture]) -> np.ndarray:

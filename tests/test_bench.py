@@ -154,6 +154,20 @@ def test_search_quality_quick_tiny(tiny_run_dir: Path, tmp_path: Path, keep_torc
     for name, summary in found["summary"]["strategies"].items():
         assert 0.0 <= summary["budget_met_share"] <= 1.0, name
 
+    # Per-dataset runs (--output search_quality-<dataset>.json) merge into one report section.
+    results = tmp_path / "results"
+    results.mkdir()
+    other = json.loads(json.dumps(data).replace('"digits"', '"other"'))
+    for suffix, part in (("digits", data), ("other", other)):
+        (results / f"search_quality-{suffix}.json").write_text(json.dumps(part), "utf-8")
+    (results / "search_quality-quick.json").write_text(json.dumps(other), "utf-8")  # ignored: full parts exist
+    merged = report.load_latest(results)["search_quality"]
+    assert list(merged["results"]["datasets"]) == ["digits", "other"]
+    assert len(merged["targets"]) == 2 * len(data["targets"])
+    text = report.render({"search_quality": merged})
+    assert "**digits**" in text and "**other**" in text
+    assert text.count("_full run") == 0 and text.count("_quick run") == 2
+
 
 @pytest.mark.slow
 def test_accuracy_surrogate_quick_tiny(tiny_run_dir: Path, tmp_path: Path, keep_torch_threads: None) -> None:

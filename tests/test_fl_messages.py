@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from fl_server import messages
 from fl_server.messages import (
     ARRAYS,
+    SURROGATES,
     CONFIG,
     INFO,
     METRICS,
@@ -74,7 +76,19 @@ def test_instruction_round_trip(space: SearchSpace) -> None:
     counter = decoded.weights["c0"]["stem.bn.num_batches_tracked"]
     assert counter.dtype == np.int64
     assert counter.shape == ()
-    assert payload_bytes(content) > 1000 + 16 * 9 * 4
+    assert payload_bytes(content) > 16 * 9 * 4
+    # Surrogate texts travel compressed: a repetitive 1000-character text costs far less.
+    assert content[SURROGATES]["latency/cpu-1t-fp32"].numpy().size < 100
+
+
+def test_corrupt_or_oversized_surrogate_is_refused(space: SearchSpace, monkeypatch) -> None:
+    content = encode_instruction(_instruction(space))
+    content[SURROGATES]["accuracy"] = Array(np.frombuffer(b"plain model text", dtype=np.uint8).copy())
+    with pytest.raises(ReportError, match="surrogate 'accuracy' is not zlib-compressed UTF-8 text"):
+        decode_instruction(content)
+    monkeypatch.setattr(messages, "MAX_SURROGATE_BYTES", 999)
+    with pytest.raises(ReportError, match="surrogate 'latency/cpu-1t-fp32' is truncated or inflates beyond 999"):
+        decode_instruction(encode_instruction(_instruction(space)))
 
 
 def test_each_encoding_is_a_fresh_record(space: SearchSpace) -> None:
