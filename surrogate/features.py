@@ -79,33 +79,41 @@ def _activation_elements(spec: BlockSpec) -> int:
     return expanded + depthwise + projected
 
 
+@functools.lru_cache(maxsize=4096)
+def _block_stats(spec: BlockSpec) -> tuple[int, int, int, int, int]:
+    """Return (MACs, parameters, depthwise MACs, depthwise weights, activation elements) of one block."""
+    return (block_macs(spec), block_params(spec), _depthwise_macs(spec), spec.kernel**2 * spec.mid_channels,
+            _activation_elements(spec))
+
+
 @functools.lru_cache(maxsize=65536)
 def _row(space: SearchSpace, arch: Architecture) -> tuple[float, ...]:
     """Return one architecture's feature row; cached, because a search scores the same ones again."""
     layout = space.block_layout(arch)  # Raises InvalidArchitectureError for a foreign arch.
     num_stages, max_depth = space.num_stages, space.max_depth
-    kernels = np.zeros((num_stages, max_depth))
-    expands = np.zeros((num_stages, max_depth))
-    stage_macs = np.zeros(num_stages)
-    stage_params = np.zeros(num_stages)
+    kernels = [0.0] * (num_stages * max_depth)
+    expands = [0.0] * (num_stages * max_depth)
+    stage_macs = [0] * num_stages
+    stage_params = [0] * num_stages
     dw_macs = dw_weights = activations = 0
     for spec in layout:
-        kernels[spec.stage, spec.index] = spec.kernel
-        expands[spec.stage, spec.index] = spec.expand
-        stage_macs[spec.stage] += block_macs(spec)
-        stage_params[spec.stage] += block_params(spec)
-        dw_macs += _depthwise_macs(spec)
-        dw_weights += spec.kernel**2 * spec.mid_channels
-        activations += _activation_elements(spec)
+        kernels[spec.stage * max_depth + spec.index] = float(spec.kernel)
+        expands[spec.stage * max_depth + spec.index] = float(spec.expand)
+        macs, params, block_dw_macs, block_dw_weights, block_activations = _block_stats(spec)
+        stage_macs[spec.stage] += macs
+        stage_params[spec.stage] += params
+        dw_macs += block_dw_macs
+        dw_weights += block_dw_weights
+        activations += block_activations
 
     blocks = len(layout)
-    block_macs_total = float(stage_macs.sum())
+    block_macs_total = sum(stage_macs)
     row: list[float] = [float(d) for d in arch.depths]
-    row += kernels.ravel().tolist()
-    row += expands.ravel().tolist()
-    row += [(fixed_macs(space) + block_macs_total) / 1e6, (fixed_params(space) + float(stage_params.sum())) / 1e3]
-    row += (stage_macs / 1e6).tolist()
-    row += (stage_params / 1e3).tolist()
+    row += kernels
+    row += expands
+    row += [(fixed_macs(space) + block_macs_total) / 1e6, (fixed_params(space) + sum(stage_params)) / 1e3]
+    row += [m / 1e6 for m in stage_macs]
+    row += [p / 1e3 for p in stage_params]
     row += [
         dw_macs / 1e6,
         (block_macs_total - dw_macs) / 1e6,
@@ -114,8 +122,8 @@ def _row(space: SearchSpace, arch: Architecture) -> tuple[float, ...]:
         float(blocks),
         float(sum(spec.use_se for spec in layout)),
         float(sum(spec.residual for spec in layout)),
-        float(np.mean([spec.kernel for spec in layout])) if blocks else 0.0,
-        float(np.mean([spec.expand for spec in layout])) if blocks else 0.0,
+        sum(spec.kernel for spec in layout) / blocks if blocks else 0.0,
+        sum(spec.expand for spec in layout) / blocks if blocks else 0.0,
     ]
     return tuple(row)
 
