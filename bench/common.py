@@ -106,7 +106,10 @@ def machine_info() -> dict[str, Any]:
 
 
 def git_info() -> dict[str, Any]:
-    """Return the commit of the checkout and whether tracked files differ from it (read-only git calls)."""
+    """Return the commit of the checkout and whether tracked files differ from it (read-only git calls).
+
+    Result files under ``bench/results`` do not count as changes: benchmarks write them.
+    """
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
@@ -114,7 +117,7 @@ def git_info() -> dict[str, Any]:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 
 
@@ -268,6 +271,7 @@ def main(
     command = ["python", "-m", f"bench.{name}", *(sys.argv[1:] if argv is None else list(argv))]
     started_at = datetime.datetime.now(datetime.timezone.utc)
     load_before = load_average()
+    git_at_start = git_info()
     watch = Stopwatch().start()
     outcome = run(args)
     timing = watch.elapsed()
@@ -276,7 +280,8 @@ def main(
         "benchmark": name,
         "quick": bool(args.quick),
         "command": shlex.join(command),
-        "git": git_info(),
+        "git": git_at_start,
+        "git_at_end": git_info(),
         "machine": machine_info(),
         "load_average": {"start": load_before, "end": load_average()},
         "torch_threads": args.threads,

@@ -22,34 +22,50 @@ NAMES = ("search_quality", "accuracy_surrogate", "latency_surrogate", "cost", "f
 
 
 def load_latest(results_dir: Path) -> dict[str, dict[str, Any]]:
-    """Return the result to show per benchmark: full, else full per-dataset parts merged, else quick."""
+    """Return the result to show per benchmark.
+
+    The full result (``<name>.json``) and the full per-dataset results
+    (``<name>-<dataset>.json``, from ``--output``) are merged with :func:`merge_parts`;
+    the quick one (``<name>-quick.json``) is shown only when there is no full one.
+    """
     found = {}
     for name in NAMES:
         full, quick = results_dir / f"{name}.json", results_dir / f"{name}-quick.json"
-        parts = sorted(p for p in results_dir.glob(f"{name}-*.json") if p != quick)
-        if full.is_file():
-            found[name] = json.loads(full.read_text("utf-8"))
-        elif parts:
-            found[name] = merge_parts([json.loads(p.read_text("utf-8")) for p in parts])
+        files = ([full] if full.is_file() else []) + sorted(p for p in results_dir.glob(f"{name}-*.json") if p != quick)
+        if len(files) == 1:
+            found[name] = json.loads(files[0].read_text("utf-8"))
+        elif files:
+            found[name] = merge_parts([json.loads(p.read_text("utf-8")) for p in files])
         elif quick.is_file():
             found[name] = json.loads(quick.read_text("utf-8"))
     return found
 
 
 def merge_parts(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Merge results of one benchmark run per dataset (``--datasets X --output <name>-X.json``).
+    """Merge several full results of one benchmark, typically one per dataset.
 
-    The per-dataset results and the targets are joined; ``parts`` keeps every run's
-    own record, so each keeps its provenance line.
+    Results with per-dataset sections (``results.datasets``) are joined into one
+    result. Others keep one section each, and their target names get the dataset as
+    a prefix. ``parts`` keeps every run's own record for its provenance line.
     """
-    merged = dict(parts[0])
-    merged["results"] = {"datasets": {}}
-    merged["targets"] = []
+    merged = {**parts[0], "parts": list(parts), "targets": []}
+    if all("datasets" in part["results"] for part in parts):
+        merged["results"] = {"datasets": {}}
+        for part in parts:
+            merged["results"]["datasets"].update(part["results"]["datasets"])
+            merged["targets"] += part["targets"]
+        return merged
     for part in parts:
-        merged["results"]["datasets"].update(part["results"]["datasets"])
-        merged["targets"] = merged["targets"] + part["targets"]
-    merged["parts"] = list(parts)
+        prefix = part.get("settings", {}).get("dataset")
+        merged["targets"] += [{**t, "name": f"{prefix}: {t['name']}" if prefix else t["name"]} for t in part["targets"]]
     return merged
+
+
+def sections_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the results to render one section each: the parts of an unjoined merge, else ``result``."""
+    if "parts" in result and "datasets" not in result["results"]:
+        return result["parts"]
+    return [result]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -84,10 +100,17 @@ def provenance(result: dict[str, Any]) -> str:
     kind = "quick run (small settings)" if result["quick"] else "full run"
     load = result.get("load_average", {})
     return (f"_{kind}: `{result['command']}`; commit {str(git.get('commit'))[:10]}"
-            f"{' (uncommitted changes)' if git.get('dirty') else ''}; {machine['cpu_model']}, "
+            f"{' (uncommitted changes)' if git.get('dirty') else ''}{_changed(result)}; {machine['cpu_model']}, "
             f"{machine['usable_cores']} cores, {machine['memory_gib']} GiB; torch threads {result['torch_threads']}; "
             f"seeds {result['seeds']}; {result['wall_s']:.0f} s wall; load average at start "
             f"{(load.get('start') or ['?'])[0]}; {result['finished_at']}._")
+
+
+def _changed(result: dict[str, Any]) -> str:
+    end = result.get("git_at_end")
+    if not end or end.get("commit") == result["git"].get("commit"):
+        return ""
+    return f" (the checkout was at {str(end.get('commit'))[:10]} when the run ended)"
 
 
 def search_quality(result: dict[str, Any]) -> str:
@@ -173,10 +196,11 @@ def budgets(results: dict[str, dict[str, Any]]) -> str:
                 rows.append([f"{label('search_quality')} {key}: {name}", pct(s["budget_met_share"]),
                              pct(s["budget_met_share_with_tolerance"])])
     for name in ("cost", "federation"):
-        if name in results:
-            b = results[name]["results"]["budgets"]
-            rows.append([f"{label(name)}: stage 2 through Flower ({b['measured']} measured)", pct(b["met_share"]),
-                         pct(b["met_share_with_tolerance"])])
+        for part in sections_of(results[name]) if name in results else []:
+            b = part["results"]["budgets"]
+            dataset = part.get("settings", {}).get("dataset", "")
+            rows.append([f"{label(name)} {dataset}: stage 2 through Flower ({b['measured']} measured)",
+                         pct(b["met_share"]), pct(b["met_share_with_tolerance"])])
     return table(["run", "meets budget (measured latency <= budget)", "within the profile tolerance"], rows)
 
 
@@ -236,7 +260,12 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         if name not in results:
             parts.append(f"_No result yet: run `python -m bench.{name}`._")
             continue
-        parts += [provenance(results[name]), "", function(results[name])]
+        sections = sections_of(results[name])
+        for section in sections:
+            if len(sections) > 1:
+                parts += [f"**{section.get('settings', {}).get('dataset', '')}**", ""]
+            parts += [provenance(section), "", function(section), ""]
+        parts.pop()
         if name == "cost":
             parts += ["", "### 5. Budgets met", "", budgets(results)]
     if "accuracy_surrogate" in results:

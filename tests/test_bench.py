@@ -45,8 +45,9 @@ def check_envelope(data: dict[str, Any], name: str, quick: bool = True) -> None:
     assert data["machine"]["cpu_model"]
     assert data["machine"]["usable_cores"] >= 1
     assert data["machine"]["memory_gib"] is None or data["machine"]["memory_gib"] > 0
-    commit = data["git"]["commit"]
-    assert commit is None or re.fullmatch(r"[0-9a-f]{40}", commit)
+    for key in ("git", "git_at_end"):  # recorded when the run starts and when it ends
+        commit = data[key]["commit"]
+        assert commit is None or re.fullmatch(r"[0-9a-f]{40}", commit)
     assert data["seeds"] == [0]
     assert data["wall_s"] > 0
     assert data["cpu_self_s"] > 0
@@ -235,3 +236,19 @@ def test_scale_quick_two_sizes(tmp_path: Path, keep_torch_threads: None) -> None
         assert len(size["rounds"]) == 1
         assert size["rounds"][0]["clients"] == 2
         assert 0 < size["peak_tree_pss_bytes"] < 8 * 2**30
+
+
+def test_parts_without_dataset_sections_render_one_each() -> None:
+    def part(dataset: str, met: float) -> dict[str, Any]:
+        budgets = {"measured": 6, "met_share": met, "met_share_with_tolerance": 1.0}
+        return {"quick": False, "settings": {"dataset": dataset}, "results": {"budgets": budgets},
+                "targets": [{"name": "stage-2 recommendations meeting the budget", "goal": "100%", "value": met,
+                             "met": met >= 1.0, "note": ""}]}
+
+    merged = report.merge_parts([part("digits", 1.0), part("retinamnist", 0.5)])
+    assert [t["name"] for t in merged["targets"]] == ["digits: stage-2 recommendations meeting the budget",
+                                                      "retinamnist: stage-2 recommendations meeting the budget"]
+    assert [s["settings"]["dataset"] for s in report.sections_of(merged)] == ["digits", "retinamnist"]
+    text = report.budgets({"cost": merged})
+    assert "| cost digits: stage 2 through Flower (6 measured) | 100.0% |" in text
+    assert "| cost retinamnist: stage 2 through Flower (6 measured) | 50.0% |" in text
