@@ -11,7 +11,7 @@ Every message the server sends is a fresh ``RecordDict`` built for one client:
   3x smaller), as 1-D ``uint8`` arrays under ``"accuracy"`` and
   ``"latency/<profile>"`` (texts can exceed what one ``ConfigRecord`` should
   carry; arrays are chunked by Flower). A text that inflates beyond
-  :data:`MAX_SURROGATE_BYTES` is refused.
+  :data:`MAX_SURROGATE_BYTES` is rejected.
 * ``ArrayRecord "arrays"``: every candidate's subnet weights under
   ``"<candidate id>/<subnet state key>"``.
 
@@ -206,7 +206,7 @@ def _compress(text: str) -> np.ndarray:
 
 
 def _inflate(name: str, data: bytes) -> str:
-    """Undo :func:`_compress`; refuse corrupt data and texts above :data:`MAX_SURROGATE_BYTES`."""
+    """Undo :func:`_compress`; reject corrupt data and texts above :data:`MAX_SURROGATE_BYTES`."""
     inflater = zlib.decompressobj()
     try:
         raw = inflater.decompress(data, MAX_SURROGATE_BYTES)

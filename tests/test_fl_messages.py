@@ -81,7 +81,7 @@ def test_instruction_round_trip(space: SearchSpace) -> None:
     assert content[SURROGATES]["latency/cpu-1t-fp32"].numpy().size < 100
 
 
-def test_corrupt_or_oversized_surrogate_is_refused(space: SearchSpace, monkeypatch) -> None:
+def test_corrupt_or_oversized_surrogate_rejected(space: SearchSpace, monkeypatch) -> None:
     content = encode_instruction(_instruction(space))
     content[SURROGATES]["accuracy"] = Array(np.frombuffer(b"plain model text", dtype=np.uint8).copy())
     with pytest.raises(ReportError, match="surrogate 'accuracy' is not zlib-compressed UTF-8 text"):
