@@ -17,7 +17,9 @@ measurements on one machine never overlap.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +113,24 @@ def _model_bytes(model: ModelSource) -> bytes:
     raise TypeError(
         f"model of type {type(model).__name__} is not supported; pass an ONNX file path, bytes or onnx.ModelProto"
     )
+
+
+def usable_cores() -> int:
+    """Return the number of CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_if_cores_are_short(name: str, threads: int, cores: int) -> None:
+    """Log once per profile when its threads need every usable core, because then timings follow the load."""
+    if threads > 1 and threads >= cores:
+        logger.warning(
+            "profile %r runs %d threads on a machine with %d usable cores, so any other process delays it and "
+            "its latencies vary with the machine's load; measure it on an otherwise idle machine or with more cores",
+            name, threads, cores,
+        )
 
 
 def _session_options(profile: HardwareProfile) -> ort.SessionOptions:
@@ -221,6 +241,7 @@ def measure_latency(
     than ``lock_timeout_s`` seconds for it raises ``LatencyLockTimeout``.
     """
     profile = load_profile(profile)
+    _warn_if_cores_are_short(profile.name, profile.intra_op_threads, usable_cores())
     payload = _model_bytes(model)
     with measurement_lock(lock_path, lock_timeout_s) as lock_wait_s:
         started_at = time.time()

@@ -168,6 +168,21 @@ def test_unstable_result_flagged(models: dict[str, bytes], caplog: pytest.LogCap
     assert "stable=False" in warnings_logged[0].getMessage()
 
 
+def test_threads_needing_every_core_warn_once(models: dict[str, bytes], caplog: pytest.LogCaptureFixture) -> None:
+    from hw_profiles import latency
+
+    latency._warn_if_cores_are_short.cache_clear()
+    threads = max(2, latency.usable_cores())
+    crowded = quick(builtin_profiles()["cpu-1t-fp32"], name="crowded", intra_op_threads=threads, max_cv=10.0)
+    alone = quick(builtin_profiles()["cpu-1t-fp32"], max_cv=10.0)
+    with caplog.at_level(logging.WARNING, logger="hw_profiles.latency"):
+        for profile in (crowded, crowded, alone):
+            measure_latency(models["small"], profile)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(messages) == 1
+    assert f"profile 'crowded' runs {threads} threads" in messages[0]
+
+
 def test_stable_result_single_attempt(models: dict[str, bytes]) -> None:
     profile = quick(builtin_profiles()["cpu-1t-fp32"], max_cv=10.0)
     result = measure_latency(models["large"], profile)
