@@ -202,8 +202,9 @@ def test_federation_quick_tiny(tiny_run_dir: Path, tmp_path: Path, keep_torch_th
         assert row["wall_s"] > row["client_work_s"]
         assert 0.0 < row["outside_client_work_share"] < 1.0
     for row in found["bytes"]["per_round"]:
-        # What was sent covers the weights and texts, plus a few per cent of headers and configuration.
-        assert 1.0 <= row["sent_over_weights_and_texts"] < 1.5
+        # The weights travel as they are, the surrogate texts compressed, so the payload lies in between.
+        assert row["sent_over_weights"] >= 1.0
+        assert row["sent_over_weights_and_texts"] < 1.0
     assert found["usage"]["descendants_cpu_s"] > 0
     assert found["budgets"]["measured"] >= 1
 
