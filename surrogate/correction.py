@@ -18,7 +18,11 @@ Method, in the predictor's target space (accuracy as is; latency in log ms):
    ``exp(m)``, robust to timing outliers).
 4. Once ``n >= min_residual_observations``, a residual LightGBM ensemble ``h`` (same
    features, ``base.num_models`` members) is fitted to ``r - m``. It captures shifts
-   that depend on the architecture, which a constant offset cannot.
+   that depend on the architecture, which a constant offset cannot. It is kept only
+   if it passes a ``residual_cv_folds``-fold cross-validation: its held-out weighted
+   squared error must be lower than that of ``r - m`` alone. Noisy observations (a
+   few dozen validation images per accuracy) otherwise teach it noise, which makes
+   the ranking of architectures worse than the base's.
 5. The corrected member ``i`` predicts ``base_i(x) + lam * (m + h_i(x))``.
 
 So with no observations the prediction is exactly the base's. With few it moves only
@@ -79,11 +83,15 @@ def _correct(
     residual_learning_rate: float,
     residual_num_leaves: int,
     residual_min_data_in_leaf: int,
+    residual_cv_folds: int,
 ) -> P:
     _check_settings(
         prior_strength, min_residual_observations=min_residual_observations, residual_rounds=residual_rounds,
         residual_num_leaves=residual_num_leaves, residual_min_data_in_leaf=residual_min_data_in_leaf,
     )
+    folds_valid = isinstance(residual_cv_folds, int) and not isinstance(residual_cv_folds, bool)
+    if not folds_valid or residual_cv_folds == 1 or residual_cv_folds < 0:
+        raise SurrogateError(f"residual_cv_folds={residual_cv_folds!r} is invalid; use 0 (no check) or an integer >= 2")
     check_fraction("residual_learning_rate", residual_learning_rate)
     if not base.is_fitted:
         raise SurrogateError(f"cannot correct an unfitted {type(base).__name__}; fit it first")
@@ -109,10 +117,14 @@ def _correct(
             feature_fraction=base.feature_fraction, num_threads=base.num_threads,
             seed=base.seed + _RESIDUAL_SEED_OFFSET,
         )
-        boosters = train_boosters(
-            arch_features(base.space, archs), residuals - center, w, params=params,
-            num_rounds=residual_rounds, num_models=base.num_models, names=base.feature_names,
-        )
+        features = arch_features(base.space, archs)
+        fit = dict(params=params, num_rounds=residual_rounds, names=base.feature_names)
+        gain = _cross_validated_gain(features, residuals - center, w, residual_cv_folds, base.seed, fit)
+        if gain is None or gain > 0:
+            boosters = train_boosters(features, residuals - center, w, num_models=base.num_models, **fit)
+        else:
+            logger.debug("%s correction: residual model dropped, it does not lower the cross-validated error "
+                         "(gain %.3g)", base.kind, gain)
 
     logger.debug("%s correction: n=%d n_eff=%.2f lam=%.3f offset=%.4g residual_models=%d",
                  base.kind, n, n_eff, lam, center, len(boosters))
@@ -121,6 +133,27 @@ def _correct(
         offset=lam * center, residual_scale=lam, residual_boosters=boosters,
     )
     return base.with_correction(correction)
+
+
+def _cross_validated_gain(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, folds: int, seed: int, fit: dict[str, Any]
+) -> float | None:
+    """Return how much a one-member residual model lowers the held-out weighted squared error of ``y``.
+
+    The reference predicts 0 (``y`` is already centred). A positive gain means the model
+    helps. Returns None when ``folds`` is 0 (no check).
+    """
+    if folds == 0:
+        return None
+    order = np.random.default_rng(seed).permutation(len(y))
+    without = with_model = 0.0
+    for held_out in np.array_split(order, min(folds, len(y))):
+        train = np.setdiff1d(order, held_out)
+        (booster,) = train_boosters(x[train], y[train], w[train], num_models=1, **fit)
+        errors = y[held_out] - booster.predict(x[held_out])
+        without += float(np.sum(w[held_out] * y[held_out] ** 2))
+        with_model += float(np.sum(w[held_out] * errors**2))
+    return without - with_model
 
 
 def correct_accuracy(
@@ -135,6 +168,7 @@ def correct_accuracy(
     residual_learning_rate: float = 0.05,
     residual_num_leaves: int = 7,
     residual_min_data_in_leaf: int = 3,
+    residual_cv_folds: int = 4,
 ) -> AccuracyPredictor:
     """Return a copy of ``base`` corrected by observed accuracies (see the module docstring).
 
@@ -143,7 +177,8 @@ def correct_accuracy(
     ``prior_strength`` is the base's weight in pseudo-observations. The residual booster
     (``residual_rounds`` rounds at ``residual_learning_rate``, ``residual_num_leaves``
     leaves, ``residual_min_data_in_leaf`` rows per leaf) is fitted only from
-    ``min_residual_observations`` observations on. The result records
+    ``min_residual_observations`` observations on, and kept only if it lowers the
+    ``residual_cv_folds``-fold cross-validated error (0 keeps it unchecked). The result records
     ``num_observations``; ``base`` is not modified.
     """
     if not isinstance(base, AccuracyPredictor):
@@ -155,7 +190,7 @@ def correct_accuracy(
         base, archs, y, weights, robust=False, prior_strength=prior_strength,
         min_residual_observations=min_residual_observations, residual_rounds=residual_rounds,
         residual_learning_rate=residual_learning_rate, residual_num_leaves=residual_num_leaves,
-        residual_min_data_in_leaf=residual_min_data_in_leaf,
+        residual_min_data_in_leaf=residual_min_data_in_leaf, residual_cv_folds=residual_cv_folds,
     )
 
 
@@ -172,6 +207,7 @@ def correct_latency(
     residual_learning_rate: float = 0.05,
     residual_num_leaves: int = 7,
     residual_min_data_in_leaf: int = 3,
+    residual_cv_folds: int = 4,
 ) -> LatencyPredictor:
     """Return a copy of ``base`` calibrated to latencies observed on one device (in ms).
 
@@ -194,7 +230,7 @@ def correct_latency(
         base, archs, np.log(y), weights, robust=True, prior_strength=prior_strength,
         min_residual_observations=min_residual_observations, residual_rounds=residual_rounds,
         residual_learning_rate=residual_learning_rate, residual_num_leaves=residual_num_leaves,
-        residual_min_data_in_leaf=residual_min_data_in_leaf,
+        residual_min_data_in_leaf=residual_min_data_in_leaf, residual_cv_folds=residual_cv_folds,
     )
     if profile_name is not None:
         if not isinstance(profile_name, str) or not profile_name.strip():

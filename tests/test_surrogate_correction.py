@@ -94,6 +94,25 @@ def test_many_observations_follow_data(data, base):
     assert errors[48] < errors[8]
 
 
+def test_residual_model_kept_only_when_it_generalizes(data, base):
+    archs, _, y_true = data
+    observed, held_out = slice(300, 348), slice(348, 420)
+    structured = correct_accuracy(base, archs[observed], y_true[observed])
+    assert len(structured.correction.residual_boosters) == base.num_models
+
+    # Pure noise around the base: a residual model would only memorize it.
+    noise = np.random.default_rng(3).normal(0.0, 0.05, 48)
+    noisy = base.predict(archs[observed]).mean + noise
+    checked = correct_accuracy(base, archs[observed], noisy)
+    unchecked = correct_accuracy(base, archs[observed], noisy, residual_cv_folds=0)
+    assert checked.correction.residual_boosters == ()
+    assert len(unchecked.correction.residual_boosters) == base.num_models
+    tau_base = kendall_tau(base.predict(archs[held_out]).mean, checked.predict(archs[held_out]).mean)
+    assert tau_base == pytest.approx(1.0)  # a constant offset keeps the base's ranking
+    with pytest.raises(SurrogateError, match="residual_cv_folds=1 is invalid"):
+        correct_accuracy(base, archs[observed], noisy, residual_cv_folds=1)
+
+
 def test_latency_calibration_finds_device_factor(space, data):
     archs = data[0]
     f = dict(zip(feature_names(space), arch_features(space, archs).T))
