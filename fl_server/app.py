@@ -139,7 +139,8 @@ class ServerSettings:
             if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, type(default)):
-                raise ApfpError(f"run config {key}={value!r} must be {type(default).__name__}")
+                raise ApfpError(f"run config {key}={value!r} must be {type(default).__name__}, like its default "
+                                f"{default!r}")
             return value
 
         if not str(config.get("run-dir", "")):

@@ -187,6 +187,11 @@ def encode_instruction(instruction: Instruction) -> RecordDict:
     )
     if instruction.clipping_norm > 0:
         config[CLIPPING_NORM] = float(instruction.clipping_norm)
+    for name, text in instruction.surrogates.items():
+        size = len(text.encode("utf-8"))
+        if size > MAX_SURROGATE_BYTES:
+            raise ReportError(f"surrogate {name!r} has {size} bytes, above MAX_SURROGATE_BYTES={MAX_SURROGATE_BYTES} "
+                              "that clients accept")
     surrogates = ArrayRecord({name: Array(_compress(text)) for name, text in instruction.surrogates.items()})
     arrays = ArrayRecord()
     for cid, state in instruction.weights.items():
@@ -207,15 +212,26 @@ def _compress(text: str) -> np.ndarray:
 
 def _inflate(name: str, data: bytes) -> str:
     """Undo :func:`_compress`; reject corrupt data and texts above :data:`MAX_SURROGATE_BYTES`."""
+    if not data:
+        raise ReportError(f"surrogate {name!r} is empty; the server sends every surrogate text compressed")
     inflater = zlib.decompressobj()
     try:
         raw = inflater.decompress(data, MAX_SURROGATE_BYTES)
-        if inflater.unconsumed_tail or not inflater.eof:
-            raise ReportError(f"surrogate {name!r} is truncated or inflates beyond {MAX_SURROGATE_BYTES} bytes")
-        return raw.decode("utf-8")
-    except (zlib.error, UnicodeDecodeError) as error:
-        raise ReportError(f"surrogate {name!r} is not zlib-compressed UTF-8 text ({error}); the server and client "
+    except zlib.error as error:
+        raise ReportError(f"surrogate {name!r} is not zlib-compressed text ({error}); the server and client "
                           "must run the same APFP-NAS version") from error
+    if inflater.unconsumed_tail:
+        raise ReportError(f"surrogate {name!r} inflates beyond MAX_SURROGATE_BYTES={MAX_SURROGATE_BYTES} bytes; "
+                          "the server must send a smaller surrogate")
+    if not inflater.eof:
+        raise ReportError(f"surrogate {name!r} is truncated: its compressed stream of {len(data)} bytes ends early")
+    if inflater.unused_data:
+        raise ReportError(f"surrogate {name!r} has {len(inflater.unused_data)} bytes after the end of its "
+                          "compressed stream")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ReportError(f"surrogate {name!r} is not UTF-8 text after inflating ({error})") from error
 
 
 def decode_instruction(content: RecordDict) -> Instruction:

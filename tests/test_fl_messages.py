@@ -82,13 +82,29 @@ def test_instruction_round_trip(space: SearchSpace) -> None:
 
 
 def test_corrupt_or_oversized_surrogate_rejected(space: SearchSpace, monkeypatch) -> None:
-    content = encode_instruction(_instruction(space))
-    content[SURROGATES]["accuracy"] = Array(np.frombuffer(b"plain model text", dtype=np.uint8).copy())
-    with pytest.raises(ReportError, match="surrogate 'accuracy' is not zlib-compressed UTF-8 text"):
-        decode_instruction(content)
+    import zlib
+
+    stream = zlib.compress(b"model text")
+    cases = {
+        b"plain model text": "is not zlib-compressed text",
+        b"": "is empty",
+        stream[:-4]: "is truncated: its compressed stream of",
+        stream + b"GARBAGE": "has 7 bytes after the end of its compressed stream",
+        zlib.compress(b"\xff\xfe"): "is not UTF-8 text after inflating",
+    }
+    for payload, message in cases.items():
+        content = encode_instruction(_instruction(space))
+        content[SURROGATES]["accuracy"] = Array(np.frombuffer(payload, dtype=np.uint8).copy())
+        with pytest.raises(ReportError, match=f"surrogate 'accuracy' {message}"):
+            decode_instruction(content)
+
     monkeypatch.setattr(messages, "MAX_SURROGATE_BYTES", 999)
-    with pytest.raises(ReportError, match="surrogate 'latency/cpu-1t-fp32' is truncated or inflates beyond 999"):
-        decode_instruction(encode_instruction(_instruction(space)))
+    with pytest.raises(ReportError, match="surrogate 'latency/cpu-1t-fp32' has 1000 bytes, above MAX_SURROGATE_BYTES=999"):
+        encode_instruction(_instruction(space))
+    content = encode_instruction(_instruction(space, surrogates={"accuracy": "header\nbody"}))
+    content[SURROGATES]["accuracy"] = Array(np.frombuffer(zlib.compress(b"x" * 1000), dtype=np.uint8).copy())
+    with pytest.raises(ReportError, match="surrogate 'accuracy' inflates beyond MAX_SURROGATE_BYTES=999"):
+        decode_instruction(content)
 
 
 def test_each_encoding_is_a_fresh_record(space: SearchSpace) -> None:

@@ -94,6 +94,7 @@ def test_unknown_profile_named() -> None:
         ("failure-modes", "raise,crash", r"failure-modes='raise,crash' is invalid; use a comma list"),
         ("num-rounds", 0, r"num-rounds=0 is invalid; use an integer >= 1"),
         ("recommend-margin", 1.0, r"recommend-margin=1.0 is invalid; use a fraction in \[0, 1\)"),
+        ("recommend-margin", "abc", r"recommend-margin='abc' must be float, like its default 0.1"),
     ],
 )
 def test_unknown_setting_named(tmp_path: Path, key: str, value, message: str) -> None:

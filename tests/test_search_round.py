@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -194,7 +195,7 @@ def test_recommend_merges_and_breaks_ties():
     assert row.source == "observed"
 
 
-def test_recommend_keeps_a_latency_margin_when_a_measured_fit_allows():
+def test_recommend_keeps_a_latency_margin_when_a_measured_fit_allows(caplog):
     rng = np.random.default_rng(9)
     edge, safe = list(dict.fromkeys(SPACE.sample(rng) for _ in range(6)))[:2]
     budget = FAST_DEVICE.budgets_ms[2]
@@ -207,8 +208,11 @@ def test_recommend_keeps_a_latency_margin_when_a_measured_fit_allows():
     (row,) = recommend(SPACE, {"fast": [budget]}, observations, objective_factory, latency_margin=0.0)
     assert row.arch == edge
     # Without any fit inside the margin, a measured fit within the plain budget still beats the surrogates.
-    (row,) = recommend(SPACE, {"fast": [budget]}, observations[:1], objective_factory, latency_margin=0.1)
+    with caplog.at_level(logging.WARNING, logger="nas.search.recommend"):
+        (row,) = recommend(SPACE, {"fast": [budget]}, observations[:1], objective_factory, latency_margin=0.1)
     assert (row.arch, row.source) == (edge, "observed")
+    assert "no measured architecture fits fast@" in caplog.text
+    assert "with the 10% latency margin" in caplog.text
     with pytest.raises(SearchError, match=r"latency_margin=1\.5 is invalid"):
         recommend(SPACE, {"fast": [budget]}, observations, objective_factory, latency_margin=1.5)
 

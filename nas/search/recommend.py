@@ -134,6 +134,11 @@ def _recommend_one(
     fitting = [m for m in on_device if m.latency_ms * (1.0 + latency_margin) <= objective.budget_ms]
     if not fitting:
         fitting = [m for m in on_device if m.latency_ms <= objective.budget_ms]
+        if fitting and latency_margin > 0:
+            logger.warning(
+                "no measured architecture fits %s with the %g%% latency margin; recommending one within the plain "
+                "budget, which a slower re-measurement may exceed", objective.key, 100 * latency_margin,
+            )
     fitting.sort(key=lambda m: (-m.accuracy, m.latency_ms, -m.weight))
     evaluator = Evaluator(objective)
     if fitting:
