@@ -1,7 +1,9 @@
 """Render the latest benchmark results as the Markdown tables of ``docs/benchmarks.md``.
 
-For every benchmark the full result (``bench/results/<name>.json``) is used when
-it exists, else the quick one, and each table names which one it shows.
+For every benchmark the full runs (``bench/results/<name>.json`` and
+``<name>-<dataset>.json``) are shown when they exist, else the quick ones, and each
+table names which one it shows; :mod:`bench.results_io` picks, checks and merges
+the files.
 ``python -m bench.report`` prints the tables; ``--write docs/benchmarks.md``
 replaces the part of that file between the generated-section markers and draws
 the accuracy-surrogate curve to ``bench/results/accuracy_surrogate.png``.
@@ -10,62 +12,18 @@ the accuracy-surrogate curve to ``bench/results/accuracy_surrogate.png``.
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.common import RESULTS_DIR, percent as pct
+# NAMES, merge_parts and ResultFileError are re-exported for callers of this module.
+from bench.results_io import NAMES, ResultFileError, load_latest, merge_parts, sections_of  # noqa: F401
+
+logger = logging.getLogger(__name__)
 
 BEGIN, END = "<!-- BEGIN GENERATED: python -m bench.report --write docs/benchmarks.md -->", "<!-- END GENERATED -->"
-NAMES = ("search_quality", "accuracy_surrogate", "latency_surrogate", "cost", "federation", "scale")
-
-
-def load_latest(results_dir: Path) -> dict[str, dict[str, Any]]:
-    """Return the result to show per benchmark.
-
-    The full result (``<name>.json``) and the full per-dataset results
-    (``<name>-<dataset>.json``, from ``--output``) are merged with :func:`merge_parts`;
-    the quick one (``<name>-quick.json``) is shown only when there is no full one.
-    """
-    found = {}
-    for name in NAMES:
-        full, quick = results_dir / f"{name}.json", results_dir / f"{name}-quick.json"
-        files = ([full] if full.is_file() else []) + sorted(p for p in results_dir.glob(f"{name}-*.json") if p != quick)
-        if len(files) == 1:
-            found[name] = json.loads(files[0].read_text("utf-8"))
-        elif files:
-            found[name] = merge_parts([json.loads(p.read_text("utf-8")) for p in files])
-        elif quick.is_file():
-            found[name] = json.loads(quick.read_text("utf-8"))
-    return found
-
-
-def merge_parts(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Merge several full results of one benchmark, typically one per dataset.
-
-    Results with per-dataset sections (``results.datasets``) are joined into one
-    result. Others keep one section each, and their target names get the dataset as
-    a prefix. ``parts`` keeps every run's own record for its provenance line.
-    """
-    merged = {**parts[0], "parts": list(parts), "targets": []}
-    if all("datasets" in part["results"] for part in parts):
-        merged["results"] = {"datasets": {}}
-        for part in parts:
-            merged["results"]["datasets"].update(part["results"]["datasets"])
-            merged["targets"] += part["targets"]
-        return merged
-    for part in parts:
-        prefix = part.get("settings", {}).get("dataset")
-        merged["targets"] += [{**t, "name": f"{prefix}: {t['name']}" if prefix else t["name"]} for t in part["targets"]]
-    return merged
-
-
-def sections_of(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return the results to render one section each: the parts of an unjoined merge, else ``result``."""
-    if "parts" in result and "datasets" not in result["results"]:
-        return result["parts"]
-    return [result]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -186,20 +144,21 @@ def cost(result: dict[str, Any]) -> str:
 
 
 def budgets(results: dict[str, dict[str, Any]]) -> str:
-    def label(name: str) -> str:
-        return f"{name} (quick)" if results[name]["quick"] else name
+    def label(name: str, result: dict[str, Any]) -> str:
+        return f"{name} (quick)" if result["quick"] else name
 
     rows = []
     if "search_quality" in results:
+        search_label = label("search_quality", results["search_quality"])
         for key, data in results["search_quality"]["results"]["datasets"].items():
             for name, s in data["summary"]["strategies"].items():
-                rows.append([f"{label('search_quality')} {key}: {name}", pct(s["budget_met_share"]),
+                rows.append([f"{search_label} {key}: {name}", pct(s["budget_met_share"]),
                              pct(s["budget_met_share_with_tolerance"])])
     for name in ("cost", "federation"):
         for part in sections_of(results[name]) if name in results else []:
             b = part["results"]["budgets"]
             dataset = part.get("settings", {}).get("dataset", "")
-            rows.append([f"{label(name)} {dataset}: stage 2 through Flower ({b['measured']} measured)",
+            rows.append([f"{label(name, part)} {dataset}: stage 2 through Flower ({b['measured']} measured)",
                          pct(b["met_share"]), pct(b["met_share_with_tolerance"])])
     return table(["run", "meets budget (measured latency <= budget)", "within the profile tolerance"], rows)
 
@@ -238,7 +197,8 @@ def targets(results: dict[str, dict[str, Any]]) -> str:
             value = t["value"]
             shown = ", ".join(f"{k} {fmt(v)}" for k, v in value.items()) if isinstance(value, dict) else fmt(value)
             verdict = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
-            rows.append([name + ("" if not result["quick"] else " (quick)"), t["name"], t["goal"], shown, verdict,
+            quick = t.get("quick", result["quick"])  # merged targets carry their own run's flag
+            rows.append([name + (" (quick)" if quick else ""), t["name"], t["goal"], shown, verdict,
                          t["note"]])
     return table(["benchmark", "figure", "target", "value", "verdict", "note"], rows)
 
@@ -301,16 +261,36 @@ def plot_accuracy_curve(result: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Print or write the generated section and return 0.
+
+    On a missing or invalid results folder or file, print one ``error:`` line to stderr, write nothing and return 2.
+    """
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of result files")
     parser.add_argument("--write", type=Path, default=None,
                         help="Markdown file whose generated section to replace (it must contain the markers)")
     args = parser.parse_args(argv)
-    results = load_latest(args.results)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")  # stdout stays the Markdown alone
+    try:
+        results = load_latest(args.results)
+    except ResultFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not results:
+        expected = ", ".join(f"{name}.json" for name in NAMES)
+        message = f"no result files ({expected}, or <name>-<suffix>.json) in {args.results}"
+        if args.write is not None:
+            print(f"error: {message}; nothing written", file=sys.stderr)
+            return 2
+        logger.warning("%s; every table shows 'No result yet'", message)
     text = render(results)
     if args.write is None:
         print(text)
         return 0
+    if not args.write.is_file():
+        print(f"error: {args.write} does not exist; give the Markdown file that holds the generated section",
+              file=sys.stderr)
+        return 2
     document = args.write.read_text("utf-8")
     if BEGIN not in document or END not in document:
         print(f"error: {args.write} has no generated-section markers; add the lines\n{BEGIN}\n{END}", file=sys.stderr)
@@ -321,7 +301,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "accuracy_surrogate" in results:
         plot_accuracy_curve(results["accuracy_surrogate"], args.results / "accuracy_surrogate.png")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

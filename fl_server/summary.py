@@ -48,7 +48,7 @@ def format_pretrain_summary(report: Mapping[str, Any]) -> str:
 
 
 def format_recommendations(report: Mapping[str, Any]) -> str:
-    """Return the stage-2 recommendation table: one row per (device, budget)."""
+    """Return the stage-2 recommendation table, one row per (device, budget), with a legend."""
     rows = []
     for rec in report.get("recommendations", []):
         rows.append(
@@ -57,11 +57,20 @@ def format_recommendations(report: Mapping[str, Any]) -> str:
                 rec["budget_ms"],
                 rec.get("predicted_accuracy"),
                 rec.get("measured_accuracy"),
+                rec.get("num_test_samples"),
                 rec.get("predicted_latency_ms"),
                 rec.get("measured_latency_ms"),
                 rec.get("meets_budget"),
                 rec.get("source"),
+                rec.get("onnx"),
             ]
         )
-    headers = ["device", "budget ms", "pred. acc", "test acc", "pred. ms", "measured ms", "meets", "source"]
-    return "Recommendations\n" + format_table(headers, rows)
+    headers = ["device", "budget ms", "pred. acc", "test acc", "test n", "pred. ms", "measured ms", "meets", "source",
+               "onnx"]
+    legend = (
+        "test acc: the clients' fine-tuned copies on their test splits, pooled over test n images (a binomial\n"
+        "  standard error of about sqrt(acc * (1 - acc) / n)); measured ms: median over the device's clients;\n"
+        "  meets: measured ms within the budget plus the profile's tolerance; source: observed (chosen from\n"
+        "  measured results) or surrogate (predicted only); onnx: path relative to the report's folder."
+    )
+    return "Recommendations\n" + format_table(headers, rows) + "\n" + legend

@@ -161,7 +161,7 @@ def test_search_quality_quick_tiny(tiny_run_dir: Path, tmp_path: Path, keep_torc
     other = json.loads(json.dumps(data).replace('"digits"', '"other"'))
     for suffix, part in (("digits", data), ("other", other)):
         (results / f"search_quality-{suffix}.json").write_text(json.dumps(part), "utf-8")
-    (results / "search_quality-quick.json").write_text(json.dumps(other), "utf-8")  # ignored: full parts exist
+    (results / "search_quality-quick.json").write_text(json.dumps(other), "utf-8")  # ignored: per-dataset parts exist
     merged = report.load_latest(results)["search_quality"]
     assert list(merged["results"]["datasets"]) == ["digits", "other"]
     assert len(merged["targets"]) == 2 * len(data["targets"])
@@ -253,3 +253,141 @@ def test_parts_without_dataset_sections_render_one_each() -> None:
     text = report.budgets({"cost": merged})
     assert "| cost digits: stage 2 through Flower (6 measured) | 100.0% |" in text
     assert "| cost retinamnist: stage 2 through Flower (6 measured) | 50.0% |" in text
+
+
+# ------------------------------------------------------- report: result files
+def envelope(dataset: str | None = "digits", quick: bool = False, met: bool = True) -> dict[str, Any]:
+    """A federation result with every key the report reads and empty tables."""
+    return {"benchmark": "federation", "quick": quick, "command": "python -m bench.federation",
+            "git": {"commit": None, "dirty": False},
+            "machine": {"cpu_model": "test cpu", "usable_cores": 2, "memory_gib": 24},
+            "torch_threads": 1, "seeds": [0], "wall_s": 1.0, "finished_at": "2025-01-01T00:00:00",
+            "settings": {"dataset": dataset} if dataset else {},
+            "results": {"rounds": [], "time": {"steady_state": {}}, "bytes": {"per_round": []},
+                        "budgets": {"measured": 2, "met_share": 1.0 if met else 0.5, "met_share_with_tolerance": 1.0}},
+            "targets": [{"name": "budget met", "goal": "100%", "value": 1.0, "met": met, "note": ""}]}
+
+
+def write_results(folder: Path, files: dict[str, Any]) -> Path:
+    """Write each value of ``files`` (text as is, anything else as JSON) under its name in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_text(data if isinstance(data, str) else json.dumps(data), "utf-8")
+    return folder
+
+
+@pytest.fixture
+def doc(tmp_path: Path) -> Path:
+    """A Markdown file with an old generated section, for ``--write``."""
+    path = tmp_path / "benchmarks.md"
+    path.write_text(f"# Title\n\n{report.BEGIN}\nold table\n{report.END}\n", encoding="utf-8")
+    return path
+
+
+def test_report_missing_folder_writes_nothing(tmp_path: Path, doc: Path, capsys) -> None:
+    before = doc.read_text("utf-8")
+    missing = tmp_path / "no-such-folder"
+    assert report.main(["--results", str(missing), "--write", str(doc)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: results folder {missing} does not exist"
+    assert report.main(["--results", str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "does not exist" in captured.err
+    assert doc.read_text("utf-8") == before
+
+
+def test_report_empty_folder_writes_nothing(tmp_path: Path, doc: Path, capsys) -> None:
+    before = doc.read_text("utf-8")
+    folder = write_results(tmp_path / "results", {"notes.json": "{}"})  # not a result file name
+    assert report.main(["--results", str(folder), "--write", str(doc)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no result files (search_quality.json")
+    assert f"in {folder}; nothing written" in err
+    assert doc.read_text("utf-8") == before
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("", "is empty"),
+    ("{\"benchmark\": ", "is not valid JSON"),
+    ("[]", "contains a JSON list"),
+    ("{}", "missing keys ['benchmark'"),
+    (json.dumps({**envelope(), "targets": [{"name": "budget met"}]}), "missing keys ['targets[0].goal'"),
+    (json.dumps({**envelope(), "results": {"rounds": []}}), "missing keys ['results.time'"),
+    (json.dumps({**envelope(), "benchmark": "cost"}), "contains a result of benchmark 'cost'"),
+])
+def test_report_rejects_broken_result_file(tmp_path: Path, doc: Path, capsys, content: str, problem: str) -> None:
+    before = doc.read_text("utf-8")
+    folder = write_results(tmp_path / "results", {"federation.json": content})
+    assert report.main(["--results", str(folder), "--write", str(doc)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: result file {folder / 'federation.json'} "), err
+    assert problem in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert doc.read_text("utf-8") == before
+
+
+def test_report_skips_quick_part_beside_full(tmp_path: Path, caplog) -> None:
+    # A quick run saved with --output under a per-dataset name is not merged into the full runs.
+    folder = write_results(tmp_path / "results", {
+        "federation.json": envelope("digits"),
+        "federation-retinamnist.json": envelope("retinamnist", quick=True, met=False)})
+    with caplog.at_level("WARNING"):
+        found = report.load_latest(folder)["federation"]
+    assert [p["settings"]["dataset"] for p in found["parts"]] == ["digits"]
+    assert [t["name"] for t in found["targets"]] == ["digits: budget met"]
+    notices = [r.getMessage() for r in caplog.records if r.name == "bench.results_io"]
+    assert len(notices) == 1
+    assert "federation-retinamnist.json" in notices[0]
+
+    # Without full results the quick parts are shown, each target labelled by its own run.
+    folder.joinpath("federation.json").unlink()
+    assert "| federation (quick) | retinamnist: budget met |" in report.targets(report.load_latest(folder))
+    mixed = report.merge_parts([envelope("digits"), envelope("retinamnist", quick=True)])
+    text = report.targets({"federation": mixed})
+    assert "| federation | digits: budget met |" in text
+    assert "| federation (quick) | retinamnist: budget met |" in text
+
+
+def test_report_rejects_duplicate_dataset(tmp_path: Path, doc: Path, capsys) -> None:
+    before = doc.read_text("utf-8")
+    folder = write_results(tmp_path / "fed", {"federation.json": envelope("digits"),
+                                              "federation-again.json": envelope("digits", met=False)})
+    with pytest.raises(report.ResultFileError, match="federation-again.json both contain dataset 'digits'"):
+        report.load_latest(folder)
+    assert report.main(["--results", str(folder), "--write", str(doc)]) == 2
+    assert "both contain dataset 'digits'; keep one" in capsys.readouterr().err
+    assert doc.read_text("utf-8") == before
+
+    search = {**envelope(), "benchmark": "search_quality", "results": {"datasets": {"digits": {}}}}
+    folder = write_results(tmp_path / "sq", {"search_quality-a.json": search, "search_quality-b.json": search})
+    with pytest.raises(report.ResultFileError, match=r"search_quality-a.json and .*search_quality-b.json both"):
+        report.load_latest(folder)
+
+    folder = write_results(tmp_path / "none", {"federation.json": envelope(None), "federation-x.json": envelope(None)})
+    with pytest.raises(report.ResultFileError, match=r"both contain a result without a dataset"):
+        report.load_latest(folder)
+
+
+def test_report_prefixes_single_file_targets(tmp_path: Path) -> None:
+    for name, dataset in (("federation-retinamnist.json", "retinamnist"), ("federation.json", "digits")):
+        folder = write_results(tmp_path / dataset, {name: envelope(dataset)})
+        results = report.load_latest(folder)
+        assert [t["name"] for t in results["federation"]["targets"]] == [f"{dataset}: budget met"]
+        assert len(report.sections_of(results["federation"])) == 1
+        text = report.render(results)
+        assert f"| federation | {dataset}: budget met | 100% |" in text
+        assert f"**{dataset}**" not in text
+        assert text.count("_full run") == 1
+
+
+def test_report_names_ignored_quick_file_on_stderr(tmp_path: Path) -> None:
+    folder = write_results(tmp_path / "results", {"federation.json": envelope("digits"),
+                                                  "federation-quick.json": envelope("digits", quick=True)})
+    command = [sys.executable, "-m", "bench.report", "--results", str(folder)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == report.render(report.load_latest(folder)) + "\n"
+    assert "(quick)" not in done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "federation-quick.json" in lines[0]

@@ -73,3 +73,21 @@ def test_profile_adds_device_to_run_dir(tiny_run_dir, tmp_path, capsys):
     prediction = run.latency_predictors["test-device"].predict([run.space.smallest()]).mean
     assert prediction[0] > 0
     assert Path(tmp_path / "profile" / "test-device.toml").is_file()
+
+
+def test_recommendation_table_shows_sample_size_and_model() -> None:
+    from fl_server.summary import format_recommendations
+
+    report = {"recommendations": [
+        {"device": "cpu-1t-fp32", "budget_ms": 0.085, "predicted_accuracy": 0.919, "measured_accuracy": 0.917,
+         "num_test_samples": 108, "predicted_latency_ms": 0.077, "measured_latency_ms": 0.074,
+         "meets_budget": True, "source": "observed", "onnx": "onnx/cpu-1t-fp32_0.085ms.onnx"},
+        {"device": "cpu-2t-fp32", "budget_ms": 0.05, "source": "infeasible", "onnx": None},
+    ]}
+    lines = format_recommendations(report).splitlines()
+    assert lines[1].split() == ["device", "budget", "ms", "pred.", "acc", "test", "acc", "test", "n", "pred.", "ms",
+                                "measured", "ms", "meets", "source", "onnx"]
+    assert lines[3].split() == ["cpu-1t-fp32", "0.085", "0.919", "0.917", "108", "0.077", "0.074", "yes",
+                                "observed", "onnx/cpu-1t-fp32_0.085ms.onnx"]
+    assert "cpu-2t-fp32" in lines[4] and "infeasible" in lines[4]
+    assert lines[5].startswith("test acc: the clients' fine-tuned copies")
